@@ -54,3 +54,20 @@ def test_missing_enc_is_named(tmp_path):
     assert special_token_ids(plain).enc == tok.convert_tokens_to_ids(ENC_TOKEN)
     with pytest.raises(TokenizerError, match="cannot load tokenizer"):
         load_tokenizer(tmp_path / "does-not-exist")
+
+
+def test_model_refuses_tokenizer_without_enc(tmp_path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import BertTokenizerFast
+
+    from models import build_model
+    from tests.conftest import tiny_model_config
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "lesion"])}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer()
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = BertTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]")
+    with pytest.raises(TokenizerError, match=r"lacks .*enc \(\[ENC\]\)"):
+        build_model("pretrain", tiny_model_config(), tokenizer=tok)

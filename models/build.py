@@ -1,0 +1,118 @@
+"""Build a BLIP model from a config mapping: the entry point scripts and notebooks share.
+
+The config uses the same keys as the YAML training configs (see
+``docs/pretraining.md``); only the model keys are read here::
+
+    model = build_model("pretrain", {
+        "med_config": "configs/med_config.json",   # or an inline mapping of MedConfig keys
+        "tokenizer": "bert-base-uncased",          # dir or hub name
+        "vit": "base", "image_size": 224,
+        "text_encoder": "bert-base-uncased",       # BERT init (optional)
+        "pretrained": "model_base.pth",            # BLIP/our/transformers checkpoint (optional)
+    })
+    print(model.init_reports)                      # what each initialisation loaded or missed
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from models.blip_base import BlipBase
+from models.blip_pretrain import BlipPretrain
+from models.blip_retrieval import BlipRetrieval
+from models.checkpoint import LoadReport, load_bert_weights, load_checkpoint
+from models.med import MedConfig
+from models.tokenizer import load_tokenizer, special_token_ids
+from models.vit import load_timm_pretrained
+
+__all__ = ["MODEL_KINDS", "MODEL_DEFAULTS", "build_model", "med_config_from", "unwrap"]
+
+MODEL_KINDS = {"pretrain": BlipPretrain, "retrieval": BlipRetrieval}
+
+# Model keys and their defaults (BLIP-base). Training keys are ignored here.
+MODEL_DEFAULTS: dict[str, Any] = {
+    "med_config": "configs/med_config.json",
+    "tokenizer": "bert-base-uncased",
+    "vit": "base",
+    "image_size": 224,
+    "vit_grad_ckpt": False,
+    "vit_ckpt_layer": 0,
+    "vit_drop_path_rate": 0.0,
+    "embed_dim": 256,
+    "queue_size": 57600,
+    "momentum": 0.995,
+    "negative_all_rank": False,
+    "max_length": None,  # None: 30 for pretrain, 35 for retrieval (BLIP)
+    "attn_impl": "sdpa",
+    "text_encoder": None,
+    "vit_init": None,
+    "pretrained": None,
+}
+
+
+def med_config_from(value: str | Path | Mapping[str, Any] | MedConfig) -> MedConfig:
+    """A MedConfig from a JSON path, an inline mapping or a MedConfig."""
+    if isinstance(value, MedConfig):
+        return value
+    if isinstance(value, Mapping):
+        return MedConfig.from_dict(value, source="med_config (inline)")
+    return MedConfig.from_json(value)
+
+
+def build_model(kind: str, config: Mapping[str, Any], *, tokenizer: Any = None) -> BlipBase:
+    """Build a ``"pretrain"`` or ``"retrieval"`` model and run its configured initialisations.
+
+    Initialisation order: BERT weights (``text_encoder``), timm ViT weights
+    (``vit_init``), then a full checkpoint (``pretrained``), each reported in
+    ``model.init_reports``. Momentum encoders end equal to the online ones.
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
+    cfg = {**MODEL_DEFAULTS, **{k: v for k, v in config.items() if k in MODEL_DEFAULTS}}
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg["tokenizer"])
+    special = special_token_ids(tokenizer)
+    kwargs = dict(
+        med_config=med_config_from(cfg["med_config"]),
+        special_tokens=special,
+        vit=cfg["vit"],
+        image_size=int(cfg["image_size"]),
+        vit_grad_ckpt=bool(cfg["vit_grad_ckpt"]),
+        vit_ckpt_layer=int(cfg["vit_ckpt_layer"]),
+        vit_drop_path_rate=float(cfg["vit_drop_path_rate"]),
+        embed_dim=int(cfg["embed_dim"]),
+        queue_size=int(cfg["queue_size"]),
+        momentum=float(cfg["momentum"]),
+        negative_all_rank=bool(cfg["negative_all_rank"]),
+        attn_impl=cfg["attn_impl"],
+        tokenizer=tokenizer,
+    )
+    if cfg["max_length"] is not None:
+        kwargs["max_length"] = int(cfg["max_length"])
+    model = MODEL_KINDS[kind](**kwargs)
+
+    reports: list[LoadReport | str] = []
+    if cfg["text_encoder"]:
+        reports.append(load_bert_weights(model.text_encoder, cfg["text_encoder"]))
+        decoder = getattr(model, "text_decoder", None)
+        if decoder is not None:
+            reports.append(load_bert_weights(decoder, cfg["text_encoder"]))
+    if cfg["vit_init"]:
+        skipped = load_timm_pretrained(model.visual_encoder, str(cfg["vit_init"]))
+        reports.append(f"ViT initialised from {cfg['vit_init']}; not loaded: {skipped or 'none'}")
+    if cfg["text_encoder"] or cfg["vit_init"]:
+        model.copy_params_to_momentum()
+    if cfg["pretrained"]:
+        reports.append(load_checkpoint(model, cfg["pretrained"]))
+    model.init_reports = reports
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP/compile wrapper."""
+    while hasattr(model, "module"):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
