@@ -158,7 +158,7 @@ def _write_corrupt(tmp_path, kind):
     elif kind == "unsafe":
         torch.save({"model": {}, "x": _Evil()}, path)
     elif kind == "raw_pickle":
-        path.write_bytes(pickle.dumps({"model": {}}))
+        path.write_bytes(pickle.dumps({"model": {}}, protocol=2))
     return path
 
 
