@@ -60,6 +60,7 @@ class Key:
     nullable: bool = False
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
     required: bool = False
     length: int | None = None  # exact length for list types
 
@@ -78,8 +79,8 @@ PRETRAIN_SCHEMA: tuple[Key, ...] = (
     Key("max_words", "int", 30, "Captions are cut to this many words after BLIP's pre_caption cleaning.", minimum=1),
     Key("max_image_pixels", "int", DEFAULT_MAX_PIXELS, "Images with more pixels are skipped as too_large (decompression-bomb guard).", minimum=1),
     Key("image_size", "int", 224, "Training image side in pixels (ViT input).", minimum=1),
-    Key("crop_scale", "list[float]", [0.2, 1.0], "RandomResizedCrop area range (BLIP: 0.2-1 for pretraining).", length=2),
-    Key("hflip", "float", 0.0, "Probability of a horizontal flip that also swaps left/right words in the caption; 0 disables.", minimum=0.0),
+    Key("crop_scale", "list[float]", [0.2, 1.0], "RandomResizedCrop area range [low, high] (BLIP: 0.2-1 for pretraining).", length=2, minimum=0.0, maximum=1.0),
+    Key("hflip", "float", 0.0, "Probability of a horizontal flip that also swaps left/right words in the caption; 0 disables.", minimum=0.0, maximum=1.0),
     Key("randaugment", "bool", True, "Apply BLIP's RandomAugment(2, 5) after the crop."),
     Key("num_workers", "int", 4, "DataLoader worker processes per rank (0: load in the training process).", minimum=0),
     Key("eval_file", "str", None, "Optional retrieval-format test list [{image, caption: [...]}] for a quick ITC recall eval after each epoch.", nullable=True),
@@ -236,6 +237,8 @@ def _coerce(key: Key, value: Any) -> Any:
             value = float(value)
         if key.minimum is not None and value < key.minimum:
             raise ValueError(f"must be >= {key.minimum:g}, got {value!r}")
+        if key.maximum is not None and value > key.maximum:
+            raise ValueError(f"must be <= {key.maximum:g}, got {value!r}")
         return value
     if kind == "str":
         if not isinstance(value, str):
@@ -249,7 +252,7 @@ def _coerce(key: Key, value: Any) -> Any:
             value = [value]
         if not isinstance(value, list):
             raise ValueError(f"must be a list of {inner}, got {_describe(value)}")
-        item_key = Key(key.name, inner, None, "")
+        item_key = Key(key.name, inner, None, "", minimum=key.minimum, maximum=key.maximum)
         try:
             items = [_coerce(item_key, v) for v in value]
         except ValueError as exc:
@@ -295,6 +298,9 @@ def validate_config(
             out[key.name] = _coerce(key, config[key.name])
         except ValueError as exc:
             raise ConfigError(f"{sources.get(key.name, origin)}: key {key.name!r} {exc}") from None
+    if out.get("crop_scale") is not None and not 0 < out["crop_scale"][0] <= out["crop_scale"][1]:
+        where = sources.get("crop_scale", origin)
+        raise ConfigError(f"{where}: key 'crop_scale' must be [low, high] with 0 < low <= high, got {out['crop_scale']}")
     return out
 
 
