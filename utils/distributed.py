@@ -27,6 +27,7 @@ __all__ = [
     "all_gather_with_grad",
     "all_reduce_sum",
     "broadcast_object",
+    "all_gather_object",
 ]
 
 
@@ -158,3 +159,15 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def all_gather_object(obj: object) -> list[object]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` without a process group).
+
+    For small, rare exchanges (epoch-end skip reports, RNG states at save time).
+    """
+    if not is_dist():
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
