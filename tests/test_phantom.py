@@ -52,7 +52,8 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------- independent caption parser
 
-_SIZE = {"small": r"\b(small|tiny)\b", "medium": r"\b(medium|moderate|intermediate)-sized\b", "large": r"\b(large|sizeable)\b"}
+_SIZE = {"small": r"\b(small|tiny)\b", "medium": r"\b(medium|moderate|intermediate)-sized\b",
+         "large": r"\b(large|sizeable)\b"}
 _SHAPE = {"round": r"\b(round|rounded|circular)\b", "oval": r"\b(oval|ovoid|elliptical)\b",
           "irregular": r"\b(irregular|irregularly|lobulated)\b"}
 _INTENSITY = {"hyper": r"\b(hyper\w+|high-\w+|bright)\b", "hypo": r"\b(hypo\w+|low-\w+|dark)\b"}

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    params = PhantomParams(args.num_train, args.num_val, args.num_test, args.image_size, args.captions_per_image, args.seed)
+    params = PhantomParams(
+        args.num_train, args.num_val, args.num_test, args.image_size, args.captions_per_image, args.seed
+    )
     try:
         params.validate()
         already = phantom_dataset_is_complete(args.out, params)

@@ -32,7 +32,14 @@ from PIL import Image
 
 from data.phantom.attributes import ImageSpec, num_unique_specs, sample_train_spec, sample_unique_specs
 from data.phantom.captions import MAX_CAPTIONS_PER_IMAGE, write_captions
-from data.phantom.render import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, render_phantom
+from data.phantom.render import (
+    LOBE_ANCHORS,
+    LOBE_SECTORS_DEG,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    SIZE_RANGES,
+    render_phantom,
+)
 from utils.atomic import atomic_write_json
 
 __all__ = [
@@ -63,8 +70,13 @@ CONVENTIONS = {
     "(radiological convention); 'left'/'right' in captions and metadata are the patient's sides",
     "mask": "masks/<split>/<name>.png, same size as the image, 8-bit: 0 = no lesion, k = lesion with id k",
     "box": "[x0, y0, x1, y1] in pixels, x1/y1 exclusive (numpy slice convention), from the mask",
-    "size": "longest lesion diameter as a fraction of the image width: small 0.055-0.07, medium 0.085-0.105, "
-    "large 0.125-0.145",
+    "size": "longest lesion diameter as a fraction of the image width: "
+    + ", ".join(f"{name} {low}-{high}" for name, (low, high) in SIZE_RANGES.items()),
+    "head_coordinates": "u = dx cos(phi) + dy sin(phi) (towards the patient's left), v = dx sin(phi) - dy cos(phi) "
+    "(anterior), dx/dy = pixel - head center_xy, phi = head rotation_deg; divide by brain_semi_axes_px "
+    "for brain-normalised coordinates",
+    "lobe_anchors_brain_normalised_abs_u_v": LOBE_ANCHORS,
+    "lobe_sectors_deg_from_anterior": LOBE_SECTORS_DEG,
     "intensity": "relative to the surrounding brain tissue; CT captions say hyper/hypodense, MRI captions "
     "hyper/hypointense",
     "captions": "every caption names the modality and, for every lesion, size, intensity, shape, hemisphere "
@@ -105,7 +117,9 @@ class PhantomParams:
                 f"got {self.image_size}"
             )
         if not 1 <= self.captions_per_image <= MAX_CAPTIONS_PER_IMAGE:
-            raise ValueError(f"captions_per_image must be in [1, {MAX_CAPTIONS_PER_IMAGE}], got {self.captions_per_image}")
+            raise ValueError(
+                f"captions_per_image must be in [1, {MAX_CAPTIONS_PER_IMAGE}], got {self.captions_per_image}"
+            )
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
@@ -164,7 +178,8 @@ def phantom_dataset_is_complete(out_dir: str | Path, params: PhantomParams) -> b
 
 
 def _image_stream(seed: int, split: str, index: int, purpose: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(_SPLIT_CODE[split], index, purpose))))
+    sequence = np.random.SeedSequence(seed, spawn_key=(_SPLIT_CODE[split], index, purpose))
+    return np.random.Generator(np.random.PCG64(sequence))
 
 
 def _split_specs(params: PhantomParams, split: str) -> list[ImageSpec]:
@@ -186,8 +201,10 @@ def _png_bytes(array: np.ndarray) -> bytes:
 def _render_job(job: tuple[str, str, int, str, ImageSpec, PhantomParams]) -> dict[str, Any]:
     """Render and write one image + mask; return its metadata record (runs in worker processes)."""
     root, split, index, name, spec, params = job
-    image, mask, meta = render_phantom(spec, params.image_size, _image_stream(params.seed, split, index, _STREAM_RENDER))
-    captions = write_captions(spec, params.captions_per_image, _image_stream(params.seed, split, index, _STREAM_CAPTIONS))
+    render_rng = _image_stream(params.seed, split, index, _STREAM_RENDER)
+    caption_rng = _image_stream(params.seed, split, index, _STREAM_CAPTIONS)  # own stream: wording edits keep pixels
+    image, mask, meta = render_phantom(spec, params.image_size, render_rng)
+    captions = write_captions(spec, params.captions_per_image, caption_rng)
     image_rel, mask_rel = f"images/{split}/{name}.png", f"masks/{split}/{name}.png"
     Path(root, image_rel).write_bytes(_png_bytes(image))
     Path(root, mask_rel).write_bytes(_png_bytes(mask))
@@ -213,7 +230,8 @@ def _write_splits(root: Path, records: dict[str, list[dict]]) -> None:
     atomic_write_json(root / "pretrain.json", train)
     atomic_write_json(root / "retrieval_train.json", train)
     for split in ("val", "test"):
-        atomic_write_json(root / f"retrieval_{split}.json", [{"image": r["image"], "caption": r["captions"]} for r in records[split]])
+        entries = [{"image": r["image"], "caption": r["captions"]} for r in records[split]]
+        atomic_write_json(root / f"retrieval_{split}.json", entries)
 
 
 def _remove_stale_siblings(out: Path) -> None:
@@ -246,7 +264,7 @@ def _check_replaceable(out: Path) -> None:
         return
     if not out.is_dir():
         raise ValueError(f"out_dir {out} exists and is not a folder")
-    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in _OWN_NAMES and not entry.name.startswith("."))
+    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in _OWN_NAMES)
     if foreign:
         raise ValueError(
             f"out_dir {out} holds files that a phantom dataset does not ({', '.join(foreign[:5])}); "
@@ -354,6 +372,8 @@ def _progress(iterable, enabled: bool, total: int | None = None):
 
 def _move_into_place(tmp: Path, out: Path, params: PhantomParams) -> None:
     """Swap the finished ``tmp`` folder in for ``out`` with renames (never a half-replaced dataset)."""
+    if phantom_dataset_is_complete(out, params):
+        return  # another process (e.g. a second rank) finished the same dataset meanwhile: keep theirs
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.phantom-old-{os.getpid()}-{secrets.token_hex(4)}"

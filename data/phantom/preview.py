@@ -38,7 +38,8 @@ def write_contact_sheet(dataset_dir: str | Path, out_png: str | Path, *, split: 
             colour = _BOX_COLOURS[(lesion["id"] - 1) % len(_BOX_COLOURS)]
             draw.rectangle((x + x0 - 2, y + y0 - 2, x + x1 + 1, y + y1 + 1), outline=colour)
         text = "\n".join(textwrap.wrap(record["captions"][0], width=44))
-        draw.multiline_text((x + size + 8, y + 4), f"{record['image_id']}\n{text}", fill=(20, 20, 20), font=font, spacing=2)
+        label = f"{record['image_id']}\n{text}"
+        draw.multiline_text((x + size + 8, y + 4), label, fill=(20, 20, 20), font=font, spacing=2)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     # A fixed palette (grey ramp + the box colours) keeps the sheet small without losing the rare box pixels.

@@ -41,10 +41,20 @@ SIZE_RANGES = {"small": (0.055, 0.07), "medium": (0.085, 0.105), "large": (0.125
 OVAL_ASPECT = (1.6, 2.0)  # long / short axis
 
 # Lesion centres per lobe in brain-normalised coordinates (|u|, v): 1.0 = brain edge.
-LOBE_ANCHORS = {"frontal": (0.36, 0.56), "temporal": (0.72, 0.10), "parietal": (0.62, -0.38), "occipital": (0.26, -0.70)}
+LOBE_ANCHORS = {
+    "frontal": (0.36, 0.56),
+    "temporal": (0.72, 0.10),
+    "parietal": (0.62, -0.38),
+    "occipital": (0.26, -0.70),
+}
 # The same lobes as angle sectors, measured at the head centre from the anterior direction (degrees):
 # a lesion's centroid in brain-normalised coordinates falls in its lobe's sector.
-LOBE_SECTORS_DEG = {"frontal": (0.0, 57.0), "temporal": (57.0, 102.0), "parietal": (102.0, 140.0), "occipital": (140.0, 180.0)}
+LOBE_SECTORS_DEG = {
+    "frontal": (0.0, 57.0),
+    "temporal": (57.0, 102.0),
+    "parietal": (102.0, 140.0),
+    "occipital": (140.0, 180.0),
+}
 _JITTER_PX = 3.0  # lesion centre jitter around the anchor (reference pixels)
 
 # Layer thicknesses from the outer scalp surface inwards (reference pixels).
@@ -60,8 +70,10 @@ TISSUE_VALUES = {
     "FLAIR": dict(air=0.0, scalp=0.5, bone=0.04, diploe=0.3, csf=0.07, gm=0.6, wm=0.45, hyper=0.93, hypo=0.15),
 }
 _NOISE_SIGMA = {"CT": 0.022, "T1": 0.022, "T2": 0.025, "FLAIR": 0.03}
-
-
+# 3x3 smoothing kernel ((row, col) offset, weight) that gives CT noise its fine-grained texture.
+_CT_KERNEL = tuple(
+    ((i, j), 2.0 if (i, j) == (1, 1) else 1.0 if 1 in (i, j) else 0.5) for i in range(3) for j in range(3)
+)
 _FAR = 1e3  # "no structure near here" distance, px
 
 
@@ -85,7 +97,8 @@ class _Head:
 
     def to_image(self, u_px: np.ndarray | float, v_px: np.ndarray | float) -> tuple:
         phi = math.radians(self.rotation_deg)
-        return (self.cx + u_px * math.cos(phi) + v_px * math.sin(phi), self.cy + u_px * math.sin(phi) - v_px * math.cos(phi))
+        x = self.cx + u_px * math.cos(phi) + v_px * math.sin(phi)
+        return x, self.cy + u_px * math.sin(phi) - v_px * math.cos(phi)
 
     def to_head(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         phi = math.radians(self.rotation_deg)
@@ -136,7 +149,7 @@ def _norm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _harmonic_sum(harmonics, direction: np.ndarray) -> np.ndarray:
-    """sum of amp * cos(k * theta + phase) for a unit complex ``direction`` = exp(i theta), without trig per pixel."""
+    """Sum of amp * cos(k * theta + phase) for unit complex ``direction`` = exp(i theta), with no trig per pixel."""
     out = np.zeros(direction.shape, dtype=np.float32)
     power, power_k = np.ones_like(direction), 0
     for k, amp, phase in sorted(harmonics):
@@ -162,7 +175,8 @@ def _bspline_taps(n_out: int, n_in: int) -> tuple[tuple[np.ndarray, np.ndarray],
     i0 = np.floor(t).astype(int)
     f = t - i0
     weights = ((1 - f) ** 3 / 6, (3 * f**3 - 6 * f**2 + 4) / 6, (-3 * f**3 + 3 * f**2 + 3 * f + 1) / 6, f**3 / 6)
-    return tuple((np.clip(i0 + offset, 0, n_in - 1), w.astype(np.float32)) for offset, w in zip((-1, 0, 1, 2), weights))
+    offsets = (-1, 0, 1, 2)
+    return tuple((np.clip(i0 + offset, 0, n_in - 1), w.astype(np.float32)) for offset, w in zip(offsets, weights))
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, coarse: int) -> np.ndarray:
@@ -188,8 +202,8 @@ def _periodic_noise(rng: np.random.Generator, theta: np.ndarray, max_k: int) -> 
     k = np.arange(1, max_k + 1)[:, None]
     table_theta = np.arange(size) * (2 * math.pi / size)
     coefficients = rng.standard_normal((2, max_k, 1))
-    table = (coefficients[0] * np.cos(k * table_theta) + coefficients[1] * np.sin(k * table_theta)).sum(0) / math.sqrt(max_k)
-    table = table.astype(np.float32)
+    table = (coefficients[0] * np.cos(k * table_theta) + coefficients[1] * np.sin(k * table_theta)).sum(0)
+    table = (table / math.sqrt(max_k)).astype(np.float32)
     position = theta * (size / (2 * math.pi))
     below = np.floor(position)
     frac = position - below
@@ -228,10 +242,7 @@ def _sample_lesion_shape(rng: np.random.Generator, lesion: Lesion, head: _Head, 
         amps = rng.uniform(0.6, 1.0, size=3)
         amps = amps / amps.sum() * float(rng.uniform(0.26, 0.34))
         lobes = tuple((k, float(amp), float(rng.uniform(0, 2 * math.pi))) for k, amp in zip((3, 4, 5), amps))
-        # Scale so the longest diameter (max over directions of r(t) + r(t + pi)) equals ``diameter``.
-        direction = np.exp(1j * np.linspace(0, math.pi, 181))
-        span = _lobulated_radius(1.0, lobes, direction) + _lobulated_radius(1.0, lobes, -direction)
-        radius = diameter / float(span.max())
+        radius = diameter / _lobulated_span(lobes)  # so that the longest diameter is ``diameter``
     sign = 1.0 if lesion.hemisphere == "left" else -1.0  # patient's left = +u = image right
     au, av = LOBE_ANCHORS[lesion.lobe]
     x, y = head.brain_point(sign * au, av)
@@ -262,7 +273,7 @@ class _Anatomy:
         self.brain_start = self.csf_start + _CSF_PX * s
         self.brain_depth = self.depth - self.brain_start
         brain_a, brain_b = head.a - head.brain_inset, head.b - head.brain_inset
-        self.bu, self.bv = u_px / brain_a, v_px / brain_b  # brain-normalised coordinates
+        self.bv = v_px / brain_b  # brain-normalised antero-posterior coordinate
 
         # Sulci: clefts running roughly radially inwards but meandering, each with its own depth.
         n_sulci = 14  # zero lines of cos(psi): two sulci per unit of psi / pi
@@ -277,7 +288,7 @@ class _Anatomy:
         grad_cols -= np.round(grad_cols / jump) * jump
         self.sulcus_dist = phase_gap / np.maximum(_norm(grad_rows, grad_cols), 1e-3)
         per_sulcus = rng.uniform(0.45, 1.5, size=2 * n_sulci + 8)
-        sulcus_index = np.floor(psi / math.pi + 0.5).astype(int) % per_sulcus.size
+        sulcus_index = np.floor(turns).astype(int) % per_sulcus.size  # constant across a sulcus, flips between
         self.sulcus_depth = 7.0 * s * per_sulcus[sulcus_index]
         # Interhemispheric fissure: midline cleft at the anterior and posterior ends.
         midline_wobble = 0.6 * s * _periodic_noise(rng, self.bv * math.pi, 3)
@@ -286,7 +297,7 @@ class _Anatomy:
 
         # Lateral ventricles: frontal horns near the midline, bodies diverging to wider atria posteriorly.
         size = float(rng.uniform(0.85, 1.2))
-        # Both lie within 0.6 brain radii of the centre: compute them on that window only (speed).
+        # Both lie within 0.65 brain radii of the centre: compute them on that window only (speed).
         reach = 0.65 * max(brain_a, brain_b)
         rows = slice(max(0, int(head.cy - reach)), min(n, int(head.cy + reach) + 2))
         cols = slice(max(0, int(head.cx - reach)), min(n, int(head.cx + reach) + 2))
@@ -316,6 +327,7 @@ class _Anatomy:
         half_wid, half_len = 0.07 * brain_a, 0.13 * brain_b
         rho = _norm(du, dv)
         return rho * (1.0 - 1.0 / np.maximum(_norm(du / half_wid, dv / half_len), 1e-6))
+
 
 def _placement_ok(dist: np.ndarray, anatomy: _Anatomy, others: list[np.ndarray], scale: float) -> bool:
     inside = dist < 0.5 * scale  # lesion plus a half-pixel rim
@@ -360,16 +372,19 @@ def render_phantom(spec: ImageSpec, image_size: int, rng: np.random.Generator) -
     anatomy = _Anatomy(head, n, rng)
     s = head.scale
 
-    # Brain tissue: white matter, grey matter within ~2 px of any CSF surface, CSF in sulci/fissure/ventricles.
-    surface = np.minimum(anatomy.brain_depth, np.where(anatomy.brain_depth < anatomy.sulcus_depth, anatomy.sulcus_dist, np.inf))
+    # Brain tissue: white matter, grey matter within ~3 px of any CSF surface, CSF in sulci/fissure/ventricles.
+    in_sulcus_band = anatomy.brain_depth < anatomy.sulcus_depth
+    surface = np.minimum(anatomy.brain_depth, np.where(in_sulcus_band, anatomy.sulcus_dist, np.inf))
     surface = np.minimum(surface, np.where(anatomy.fissure_on > 0, anatomy.fissure_dist, np.inf))
     cortex_px = 2.8 * s * (1.0 + 0.25 * _smooth_noise(rng, n, 20))
     tissue = values["wm"] + (values["gm"] - values["wm"]) * _coverage(cortex_px - surface)
-    tissue += (values["gm"] - values["wm"]) * _coverage(-anatomy.caudate_dist, 1.5 * s) * (1 - _coverage(cortex_px - surface))
+    cortex = _coverage(cortex_px - surface)
+    tissue += (values["gm"] - values["wm"]) * _coverage(-anatomy.caudate_dist, 1.5 * s) * (1 - cortex)
     if spec.modality == "FLAIR":  # periventricular caps: faint bright rim typical of FLAIR
         tissue += 0.1 * _coverage(2.0 * s - anatomy.ventricle_dist, 2.0 * s)
     sulcus_half_width = s * (0.35 + 0.6 * np.clip(1.0 - anatomy.brain_depth / anatomy.sulcus_depth, 0.0, 1.0))
-    sulcus_csf = _coverage(sulcus_half_width - anatomy.sulcus_dist) * _coverage(anatomy.sulcus_depth - anatomy.brain_depth, 2.0 * s)
+    sulcus_fade = _coverage(anatomy.sulcus_depth - anatomy.brain_depth, 2.0 * s)  # sulci end softly inside
+    sulcus_csf = _coverage(sulcus_half_width - anatomy.sulcus_dist) * sulcus_fade
     fissure_csf = _coverage(0.6 * s - anatomy.fissure_dist) * anatomy.fissure_on
     csf = np.maximum(np.maximum(sulcus_csf, fissure_csf), _coverage(-anatomy.ventricle_dist))
     tissue = tissue + (values["csf"] - tissue) * csf
@@ -380,7 +395,8 @@ def render_phantom(spec: ImageSpec, image_size: int, rng: np.random.Generator) -
     img = np.full((n, n), values["air"], dtype=np.float32)
     img += (values["scalp"] * (1.0 + 0.05 * _smooth_noise(rng, n, 24)) - img) * _coverage(depth)
     img += (values["bone"] - img) * _coverage(depth - anatomy.bone_start)
-    diploe = _coverage(depth - anatomy.bone_start - 0.3 * anatomy.bone_px) * _coverage(anatomy.bone_start + 0.7 * anatomy.bone_px - depth)
+    diploe_start, diploe_end = anatomy.bone_start + 0.3 * anatomy.bone_px, anatomy.bone_start + 0.7 * anatomy.bone_px
+    diploe = _coverage(depth - diploe_start) * _coverage(diploe_end - depth)
     img += (values["diploe"] - img) * diploe
     img += (values["csf"] - img) * _coverage(depth - anatomy.csf_start)
     img += (tissue - img) * _coverage(anatomy.brain_depth)
@@ -389,7 +405,8 @@ def render_phantom(spec: ImageSpec, image_size: int, rng: np.random.Generator) -
     mask = np.zeros((n, n), dtype=np.uint8)
     lesions_meta = []
     for index, (lesion, shape, dist) in enumerate(zip(spec.lesions, shapes, dists), start=1):
-        target = values[lesion.intensity] * (1.0 + (0.1 if lesion.shape == "irregular" else 0.05) * _smooth_noise(rng, n, 30))
+        heterogeneity = 0.1 if lesion.shape == "irregular" else 0.05
+        target = values[lesion.intensity] * (1.0 + heterogeneity * _smooth_noise(rng, n, 30))
         ramp = 1.4 * s if (spec.modality == "CT" and lesion.intensity == "hypo") else 1.0  # softer, oedema-like
         cover = _coverage(-dist, ramp)
         halo = np.clip(1.0 - dist / (2.5 * s), 0.0, 1.0) * (dist > 0)
@@ -426,9 +443,14 @@ def _lesion_metadata(index: int, lesion: Lesion, shape: _LesionShape, region: np
 
 def _max_diameter(shape: _LesionShape) -> float:
     if shape.kind == "irregular":
-        direction = np.exp(1j * np.linspace(0, math.pi, 181))
-        return float((_lobulated_radius(shape.radius, shape.lobes, direction) + _lobulated_radius(shape.radius, shape.lobes, -direction)).max())
+        return shape.radius * _lobulated_span(shape.lobes)
     return 2.0 * shape.radius
+
+
+def _lobulated_span(lobes) -> float:
+    """Longest diameter of a lobulated outline of base radius 1: max over directions of r(t) + r(t + pi)."""
+    direction = np.exp(1j * np.linspace(0, math.pi, 181))
+    return float((_lobulated_radius(1.0, lobes, direction) + _lobulated_radius(1.0, lobes, -direction)).max())
 
 
 def _blur(img: np.ndarray) -> np.ndarray:
@@ -451,5 +473,3 @@ def _add_scanner_noise(img: np.ndarray, modality: str, rng: np.random.Generator,
     imag = sigma * rng.standard_normal((n, n), dtype=np.float32)
     return _norm(real, imag)
 
-
-_CT_KERNEL = tuple(((i, j), (2.0 if (i, j) == (1, 1) else 1.0 if (i == 1 or j == 1) else 0.5)) for i in range(3) for j in range(3))
