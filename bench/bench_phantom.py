@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import sys
@@ -56,6 +57,7 @@ def main() -> int:
     args = parser.parse_args()
 
     total_images = args.num_train + args.num_val + args.num_test
+    load_before = os.getloadavg()[0]
     rows = []
     for workers in args.workers:
         times, size = [], 0
@@ -79,7 +81,8 @@ def main() -> int:
     text = (
         "# Phantom generator benchmark\n\n"
         f"`python bench/bench_phantom.py` on {datetime.date.today().isoformat()}: {_cpu_name()}, "
-        f"{__import__('os').cpu_count()} logical CPUs (shared with other jobs, so timings are noisy), "
+        f"{os.cpu_count()} logical CPUs shared with other jobs (1-min load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after the runs, so timings are noisy and 2 workers cannot double the speed), "
         f"Python {platform.python_version()}, numpy {np.__version__}. "
         f"Median of {args.repeats} runs, each into a fresh folder; total time covers rendering, PNG writing, "
         "JSON splits, metadata, tokenizer and manifest (the one-off ~4 s `transformers` import is excluded).\n\n"
