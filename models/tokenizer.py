@@ -10,6 +10,7 @@ BiomedBERT, or one trained on your own captions with
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -117,20 +118,40 @@ def train_wordpiece_tokenizer(
     vocab_size: int = 2000,
     lowercase: bool = True,
     min_frequency: int = 1,
+    show_progress: bool = True,
+    deterministic: bool = False,
 ) -> PreTrainedTokenizerBase:
     """Train a BERT-style WordPiece tokenizer on ``texts``, save it to ``out_dir`` and return it.
 
     The saved directory loads with :func:`load_tokenizer` (and plain
     ``AutoTokenizer``); ``[DEC]``/``[ENC]`` are already in the vocabulary.
+
+    ``deterministic=True`` builds a word-level WordPiece vocabulary instead of
+    running the subword trainer: special tokens, every character (plain and
+    ``##``-prefixed) and then whole words by descending frequency (ties by
+    spelling) up to ``vocab_size``. Same texts -> byte-identical files. The
+    tokenizers trainer is not reproducible (hash-map order decides merge ties,
+    huggingface/tokenizers#1794); use this for small closed vocabularies such
+    as the phantom captions, where every word fits as one token.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", DEC_TOKEN, ENC_TOKEN]
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None if lowercase else False)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials)
-    backend.train_from_iterator(texts, trainer)
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None if lowercase else False)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if deterministic:
+        vocab = _word_level_vocab(texts, normalizer, pre_tokenizer, specials, vocab_size, min_frequency)
+        backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+        backend.add_special_tokens(specials)
+    else:
+        backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tokenizer
+    if not deterministic:
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, show_progress=show_progress
+        )
+        backend.train_from_iterator(texts, trainer)
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -152,3 +173,17 @@ def train_wordpiece_tokenizer(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))
     return tokenizer
+
+
+def _word_level_vocab(texts, normalizer, pre_tokenizer, specials, vocab_size, min_frequency) -> dict[str, int]:
+    """Specials, all characters (plain and ``##``), then whole words by (-count, word): a reproducible vocabulary."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({char for word in counts for char in word})
+    tokens = list(specials) + chars + [f"##{char}" for char in chars]
+    taken = set(tokens)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    words = [word for word, count in ranked if count >= min_frequency and word not in taken]
+    tokens += words[: max(0, vocab_size - len(tokens))]
+    return {token: index for index, token in enumerate(tokens)}
