@@ -171,7 +171,6 @@ def _split_parser() -> argparse.ArgumentParser:
         if exc.name not in ("data.subfigure", "data.subfigure.cli"):
             raise
         parser.set_defaults(_split_run=None)
-        parser.add_argument("rest", nargs=argparse.REMAINDER)
         return parser
     subfigure_cli.add_arguments(parser)
     parser.set_defaults(_split_run=subfigure_cli.run)
@@ -299,14 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     main_parser, steps = build_parsers()
     name = argv[0] if argv and argv[0] in steps else "run"
     parser = steps.get(name, main_parser)
+    if name == "split" and parser.get_default("_split_run") is None:
+        print("error: the split step needs the subfigure splitter (package data.subfigure), which is not in this "
+              "checkout; build the lists from whole figures with `scrape.py lists --no_split`", file=sys.stderr)
+        return EXIT_BAD_INPUT
     args = parser.parse_args(argv[1:] if name != "run" else argv)
     if name == "figures":
         return print_figures(args.xml)
     if name == "split":
-        if args._split_run is None:
-            print("error: the split step needs the subfigure splitter (package data.subfigure), which is not in this "
-                  "checkout; build the lists from whole figures with `scrape.py lists --no_split`", file=sys.stderr)
-            return EXIT_BAD_INPUT
         return int(args._split_run(args) or 0)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     try:

@@ -156,6 +156,7 @@ class LoggedRequest:
     method: str
     path: str
     query: dict[str, list[str]]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class FakeServices:
@@ -389,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         with services._lock:
-            services.log.append(LoggedRequest(time.monotonic(), method, parts.path, query))
+            services.log.append(LoggedRequest(time.monotonic(), method, parts.path, query, dict(self.headers)))
             fault = None
             queue = services.faults.get(parts.path)
             if queue:
@@ -551,3 +552,46 @@ def pmc_world(services: FakeServices, *, image_fmt: str = "JPEG") -> dict[str, A
         "images": {"PMC1001/F1/gr1": img[1], "PMC1002/F3a/fig3a.tif": img[4], "PMC1002/F5/fig5": img[6],
                    "PMC1005/F1/fig1": img[15]},
     }
+
+
+# -- fast settings for tests ----------------------------------------------------------------------
+FAST_FLAGS = [
+    "--timeout", "0.5", "--retries", "2", "--backoff", "0.01", "--max_refusals", "5",
+    "--ncbi_rate", "500", "--openi_rate", "500", "--bucket_rate", "500",
+    "--max_bytes", "1000000", "--max_pixels", "4000000", "--min_side", "32",
+    "--search_page", "3", "--fetch_batch", "3", "--workers", "4", "--no_progress",
+]
+
+
+def fast_config(out: Any, services: FakeServices, **overrides: Any) -> Any:
+    """A ScrapeConfig pointed at ``services`` with millisecond backoffs and generous local rates."""
+    from data.pubmed.download import ImageLimits
+    from data.pubmed.http import HttpSettings
+    from data.pubmed.pipeline import ScrapeConfig
+
+    settings = dict(
+        out=out, query="brain MRI", num=100, workers=4, ncbi_rate=500, openi_rate=500, bucket_rate=500,
+        http=HttpSettings(read_timeout=0.5, retries=2, backoff_base=0.01, backoff_max=0.05, max_refusals=5),
+        limits=ImageLimits(max_bytes=1_000_000, max_pixels=4_000_000, min_side=32),
+        search_page=3, fetch_batch=3, openi_page=4, split=False, progress=False,
+    )
+    settings.update(services.urls())
+    settings.update(overrides)
+    return ScrapeConfig(**settings)
+
+
+def simple_world(services: FakeServices, n_articles: int, figs_per_article: int, *, first: int = 2001) -> list[str]:
+    """``n_articles`` clean OA articles with ``figs_per_article`` distinct images each; returns figure keys."""
+    keys = []
+    for a in range(n_articles):
+        pmcid = f"PMC{first + a}"
+        body = "".join(
+            fig(f"F{i}", f"gr{i}", f"Figure {i} of article {pmcid}: axial MRI slice number {i}.", f"Figure {i}")
+            for i in range(1, figs_per_article + 1)
+        )
+        services.articles[pmcid] = jats_article(pmcid, f"<sec>{body}</sec>")
+        services.search_ids.append(pmcid[3:])
+        files = {f"gr{i}.jpg": make_image(64, 48, (first + a) * 100 + i, "JPEG") for i in range(1, figs_per_article + 1)}
+        services.put_bucket_article(pmcid, files)
+        keys += [f"{pmcid}/F{i}/gr{i}" for i in range(1, figs_per_article + 1)]
+    return keys
