@@ -73,17 +73,33 @@ def _add(parser: argparse.ArgumentParser | Any, name: str, **kwargs: Any) -> Non
 def add_job_arguments(parser: argparse.ArgumentParser, *, local: bool) -> None:
     group = parser.add_argument_group("what to collect")
     _add(group, "--query", help='search keywords, e.g. "brain MRI" (PMC query syntax works with --source pmc)')
-    _add(group, "--source", choices=("pmc", "openi"), default="pmc",
-         help="pmc: E-utilities + PMC OA bucket (default); openi: the NLM Open-i image search API")
-    _add(group, "--license", choices=LICENSE_CHOICES, default="any",
-         help="any: every open-access licence, recorded per record (default); cc: Creative Commons only; "
-              "commercial: licences that allow commercial reuse (CC BY, CC BY-SA, CC BY-ND, CC0)")
+    _add(
+        group,
+        "--source",
+        choices=("pmc", "openi"),
+        default="pmc",
+        help="pmc: E-utilities + PMC OA bucket (default); openi: the NLM Open-i image search API",
+    )
+    _add(
+        group,
+        "--license",
+        choices=LICENSE_CHOICES,
+        default="any",
+        help="any: every open-access licence, recorded per record (default); cc: Creative Commons only; "
+        "commercial: licences that allow commercial reuse (CC BY, CC BY-SA, CC BY-ND, CC0)",
+    )
     _add(group, "--openi_collection", default="pmc", help="Open-i 'coll' (default pmc)")
     _add(group, "--openi_image_type", default="", help="Open-i 'it' image-type filter, e.g. xg (no graphics)")
     _add(group, "--openi_article_type", default="", help="Open-i 'at' article-type filter, e.g. cr (case reports)")
     if local:
-        _add(group, "--from_local", metavar="DIR", type=Path, default=None,
-             help="build the lists from already downloaded OA XML + images under DIR instead of searching")
+        _add(
+            group,
+            "--from_local",
+            metavar="DIR",
+            type=Path,
+            default=None,
+            help="build the lists from already downloaded OA XML + images under DIR instead of searching",
+        )
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, out_required: bool = True) -> None:
@@ -100,8 +116,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_required: bool 
     _add(polite, "--timeout", type=float, default=30.0, help="read timeout per request, s (default 30)")
     _add(polite, "--retries", type=int, default=4, help="retries per request after the first try (default 4)")
     _add(polite, "--backoff", type=float, default=1.0, help="first retry delay, s; doubles each retry (default 1)")
-    _add(polite, "--max_refusals", type=int, default=8,
-         help="stop after this many HTTP 429/503 refusals in a row (default 8)")
+    _add(
+        polite,
+        "--max_refusals",
+        type=int,
+        default=8,
+        help="stop after this many HTTP 429/503 refusals in a row (default 8)",
+    )
     images = parser.add_argument_group("image checks")
     _add(images, "--min_side", type=int, default=64, help="smallest accepted width/height in px (default 64)")
     _add(images, "--max_pixels", type=int, default=ImageLimits().max_pixels, help="largest accepted width*height")
@@ -123,10 +144,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_required: bool 
 
 def add_list_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("lists")
-    _add(group, "--no_split", action="store_true",
-         help="skip the subfigure split step; lists use whole figures")
-    _add(group, "--split_ratio", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"),
-         help="retrieval split by article (default 0.8 0.1 0.1)")
+    _add(group, "--no_split", action="store_true", help="skip the subfigure split step; lists use whole figures")
+    _add(
+        group,
+        "--split_ratio",
+        type=float,
+        nargs=3,
+        default=(0.8, 0.1, 0.1),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="retrieval split by article (default 0.8 0.1 0.1)",
+    )
     _add(group, "--seed", type=int, default=0, help="seed of the article shuffle for the split (default 0)")
 
 
@@ -134,7 +161,8 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     """The all-in-one parser and one parser per step."""
     doc = __doc__ or ""
     main = argparse.ArgumentParser(
-        prog="scrape.py", description=doc.split("\n\n")[0],
+        prog="scrape.py",
+        description=doc.split("\n\n")[0],
         epilog="steps: " + ", ".join(STEPS) + " (run `scrape.py STEP -h`)",
     )
     add_job_arguments(main, local=True)
@@ -156,8 +184,12 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
             add_list_arguments(parser)
         steps[name] = parser
     steps["split"] = _split_parser()
-    figures = argparse.ArgumentParser(prog="scrape.py figures", description="print the figures of a JATS XML file as JSON lines")
-    figures.add_argument("xml", type=Path, nargs="+", help="article XML file(s) (.xml / .nxml, efetch output works too)")
+    figures = argparse.ArgumentParser(
+        prog="scrape.py figures", description="print the figures of a JATS XML file as JSON lines"
+    )
+    figures.add_argument(
+        "xml", type=Path, nargs="+", help="article XML file(s) (.xml / .nxml, efetch output works too)"
+    )
     steps["figures"] = figures
     return main, steps
 
@@ -299,8 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0] if argv and argv[0] in steps else "run"
     parser = steps.get(name, main_parser)
     if name == "split" and parser.get_default("_split_run") is None:
-        print("error: the split step needs the subfigure splitter (package data.subfigure), which is not in this "
-              "checkout; build the lists from whole figures with `scrape.py lists --no_split`", file=sys.stderr)
+        print(
+            "error: the split step needs the subfigure splitter (package data.subfigure), which is not in this "
+            "checkout; build the lists from whole figures with `scrape.py lists --no_split`",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     args = parser.parse_args(argv[1:] if name != "run" else argv)
     if name == "figures":

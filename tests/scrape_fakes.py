@@ -71,7 +71,8 @@ def jats_article(
     """A PMC-shaped ``<article>``; ``body=None`` gives front matter only (what non-OA articles look like)."""
     number = pmcid[3:]
     ids = (
-        f'<article-id pub-id-type="pmcid">{pmcid}</article-id><article-id pub-id-type="pmcid-ver">{pmcid}.1</article-id>'
+        f'<article-id pub-id-type="pmcid">{pmcid}</article-id>'
+        f'<article-id pub-id-type="pmcid-ver">{pmcid}.1</article-id>'
         if new_style_id
         else f'<article-id pub-id-type="pmc">{number}</article-id>'
     )
@@ -80,16 +81,16 @@ def jats_article(
     if doi:
         ids += f'<article-id pub-id-type="doi">{doi}</article-id>'
     front = (
-        "<front><journal-meta><journal-id journal-id-type=\"nlm-ta\">Radiol Case Rep</journal-id>"
+        '<front><journal-meta><journal-id journal-id-type="nlm-ta">Radiol Case Rep</journal-id>'
         "<journal-title-group><journal-title>Radiology Case Reports</journal-title></journal-title-group>"
-        "<issn pub-type=\"epub\">1930-0433</issn><publisher><publisher-name>Elsevier</publisher-name></publisher>"
+        '<issn pub-type="epub">1930-0433</issn><publisher><publisher-name>Elsevier</publisher-name></publisher>'
         f"</journal-meta><article-meta>{ids}"
-        "<article-categories><subj-group subj-group-type=\"heading\"><subject>Case Report</subject></subj-group>"
+        '<article-categories><subj-group subj-group-type="heading"><subject>Case Report</subject></subj-group>'
         f"</article-categories><title-group><article-title>{title}</article-title></title-group>"
-        "<contrib-group><contrib contrib-type=\"author\"><name><surname>Doe</surname><given-names>Jane</given-names>"
+        '<contrib-group><contrib contrib-type="author"><name><surname>Doe</surname><given-names>Jane</given-names>'
         "</name></contrib></contrib-group>"
-        "<pub-date pub-type=\"epub\"><day>3</day><month>2</month><year>2020</year></pub-date>"
-        "<pub-date pub-type=\"collection\"><month>4</month><year>2020</year></pub-date>"
+        '<pub-date pub-type="epub"><day>3</day><month>2</month><year>2020</year></pub-date>'
+        '<pub-date pub-type="collection"><month>4</month><year>2020</year></pub-date>'
         "<volume>15</volume><issue>4</issue><fpage>101</fpage><lpage>104</lpage>"
         f"<permissions><copyright-statement>\u00a9 2020 The Authors</copyright-statement>{license_xml}</permissions>"
         "<abstract><p>Background and findings.</p></abstract>"
@@ -104,14 +105,17 @@ def jats_article(
         )
     return (
         f'<article {XLINK} article-type="research-article" dtd-version="1.3">{front}'
-        f"<body>{body}</body><back>{back}<ref-list><ref id=\"R1\"><mixed-citation>Ref.</mixed-citation></ref>"
+        f'<body>{body}</body><back>{back}<ref-list><ref id="R1"><mixed-citation>Ref.</mixed-citation></ref>'
         f"</ref-list></back>{floats}</article>"
     )
 
 
 def fig(fig_id: str, href: str, caption: str, label: str = "") -> str:
     lab = f"<label>{label}</label>" if label else ""
-    return f'<fig id="{fig_id}" position="float">{lab}<caption><p>{caption}</p></caption><graphic xlink:href="{href}"/></fig>'
+    return (
+        f'<fig id="{fig_id}" position="float">{lab}<caption><p>{caption}</p></caption>'
+        f'<graphic xlink:href="{href}"/></fig>'
+    )
 
 
 def articleset(articles: list[str]) -> str:
@@ -231,8 +235,14 @@ class FakeServices:
 
     # -- bucket helpers ---------------------------------------------------------------------------
     def put_bucket_article(
-        self, pmcid: str, files: dict[str, bytes], *, version: int = 1, license_code: str = "CC BY",
-        media_urls: bool = True, content_type: str = "image/jpeg",
+        self,
+        pmcid: str,
+        files: dict[str, bytes],
+        *,
+        version: int = 1,
+        license_code: str = "CC BY",
+        media_urls: bool = True,
+        content_type: str = "image/jpeg",
     ) -> None:
         key = f"{pmcid}.{version}"
         for name, data in files.items():
@@ -259,7 +269,9 @@ class FakeServices:
         self.bucket_meta[key] = meta
 
     # -- routing ----------------------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         if path.startswith("/eutils/esearch.fcgi"):
             return self._esearch(query if method == "GET" else parse_qs(body.decode()))
         if path.startswith("/eutils/efetch.fcgi"):
@@ -267,14 +279,14 @@ class FakeServices:
         if path == "/bucket/" or path == "/bucket":
             return self._listing(query)
         if path.startswith("/bucket/metadata/"):
-            key = path[len("/bucket/metadata/"):].removesuffix(".json")
+            key = path[len("/bucket/metadata/") :].removesuffix(".json")
             meta = self.bucket_meta.get(key)
             if meta is None:
                 return 404, {"Content-Type": "application/xml"}, b"<Error><Code>NoSuchKey</Code></Error>"
             data = meta if isinstance(meta, bytes) else json.dumps(meta).encode()
             return 200, {"Content-Type": "application/json"}, data
         if path.startswith("/bucket/"):
-            item = self.bucket_files.get(path[len("/bucket/"):])
+            item = self.bucket_files.get(path[len("/bucket/") :])
             if item is None:
                 return 404, {"Content-Type": "application/xml"}, b"<Error><Code>NoSuchKey</Code></Error>"
             return 200, {"Content-Type": item[1]}, item[0]
@@ -288,7 +300,7 @@ class FakeServices:
         if path.startswith("/openi/api/search"):
             return self._openi(query)
         if path.startswith("/openi/"):
-            item = self.openi_files.get(path[len("/openi"):])
+            item = self.openi_files.get(path[len("/openi") :])
             if item is None:
                 return 404, {"Content-Type": "text/html"}, b"<html>Not Found</html>"
             return 200, {"Content-Type": item[1]}, item[0]
@@ -325,7 +337,7 @@ class FakeServices:
         keys = [k for k in keys if k.startswith(prefix)]
         contents, common = [], []
         for key in keys:
-            rest = key[len(prefix):]
+            rest = key[len(prefix) :]
             if delimiter and delimiter in rest:
                 cp = prefix + rest.split(delimiter)[0] + delimiter
                 if cp not in common:
@@ -334,7 +346,8 @@ class FakeServices:
                 contents.append(key)
         xml = (
             '<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-            f"<Name>pmc-oa-opendata</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{len(contents) + len(common)}</KeyCount>"
+            f"<Name>pmc-oa-opendata</Name><Prefix>{escape(prefix)}</Prefix>"
+            f"<KeyCount>{len(contents) + len(common)}</KeyCount>"
             f"<MaxKeys>1000</MaxKeys>{'<Delimiter>/</Delimiter>' if delimiter else ''}<IsTruncated>false</IsTruncated>"
             + "".join(
                 f"<Contents><Key>{escape(k)}</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"
@@ -351,7 +364,9 @@ class FakeServices:
         head = '<?xml version="1.0" encoding="UTF-8"?><OA><responseDate>2024-05-01 10:00:00</responseDate>'
         head += f'<request id="{escape(pmcid)}">https://www.ncbi.nlm.nih.gov/pmc/utils/oa/oa.fcgi?id={escape(pmcid)}</request>'
         if pmcid not in self.oa_packages:
-            body = head + f'<error code="idIsNotOpenAccess">identifier \'{escape(pmcid)}\' is not Open Access</error></OA>'
+            body = (
+                head + f"<error code=\"idIsNotOpenAccess\">identifier '{escape(pmcid)}' is not Open Access</error></OA>"
+            )
         else:
             body = (
                 head + '<records returned-count="1" total-count="1">'
@@ -366,7 +381,13 @@ class FakeServices:
         m = int(query.get("m", ["1"])[0])
         n = int(query.get("n", [str(m + 9)])[0])
         items = self.openi_items[m - 1 : n]
-        result = {"total": len(self.openi_items), "min": m, "max": m + len(items) - 1, "count": len(items), "list": items}
+        result = {
+            "total": len(self.openi_items),
+            "min": m,
+            "max": m + len(items) - 1,
+            "count": len(items),
+            "list": items,
+        }
         return 200, {"Content-Type": "application/json"}, json.dumps(result).encode()
 
 
@@ -463,7 +484,8 @@ EXPECTED_PMC_CAPTIONS = {
     "(B) MR angiography of the circle of Willis.",
     "PMC1002/F3a/fig3a.tif": "Glioblastoma in a 54-year-old man. (a) Contrast-enhanced T1-weighted image.",
     "PMC1002/F3b/fig3b.tif": "Glioblastoma in a 54-year-old man. (b) Relative cerebral blood volume map.",
-    "PMC1002/F5/fig5": "Kaplan-Meier survival curves of both cohorts. (a) Overall survival. (b) Progression-free survival.",
+    "PMC1002/F5/fig5": "Kaplan-Meier survival curves of both cohorts. (a) Overall survival. "
+    "(b) Progression-free survival.",
     "PMC1004/F6/gr6": "Exactly the same figure listed twice.",
     "PMC1004/F8/gr8": "Chest radiograph after a hung first request.",
     "PMC1004/F10/gr10": "Coronal CT after a server error.",
@@ -477,13 +499,20 @@ def pmc_world(services: FakeServices, *, image_fmt: str = "JPEG") -> dict[str, A
     Returns the expected outcome (records in order, skip counts) for assertions.
     """
     img = {seed: make_image(96, 80, seed, image_fmt) for seed in range(1, 30)}
-    jpeg = "image/jpeg"
     a = services.articles
-    a["PMC1001"] = jats_article("PMC1001", ARTICLE_1001_BODY, title="Diffusion-weighted <italic>MRI</italic> of stroke",
-                                pmid="31000001", doi="10.1016/j.radcr.2020.01.001")
+    a["PMC1001"] = jats_article(
+        "PMC1001",
+        ARTICLE_1001_BODY,
+        title="Diffusion-weighted <italic>MRI</italic> of stroke",
+        pmid="31000001",
+        doi="10.1016/j.radcr.2020.01.001",
+    )
     a["PMC1002"] = jats_article(
-        "PMC1002", ARTICLE_1002_BODY, new_style_id=False, floats=ARTICLE_1002_FLOATS,
-        license_xml='<license><ali:license_ref>https://creativecommons.org/licenses/by-nc/4.0/</ali:license_ref>'
+        "PMC1002",
+        ARTICLE_1002_BODY,
+        new_style_id=False,
+        floats=ARTICLE_1002_FLOATS,
+        license_xml="<license><ali:license_ref>https://creativecommons.org/licenses/by-nc/4.0/</ali:license_ref>"
         "<license-p>CC BY-NC 4.0</license-p></license>",
     )
     a["PMC1003"] = jats_article("PMC1003", None)
@@ -514,52 +543,109 @@ def pmc_world(services: FakeServices, *, image_fmt: str = "JPEG") -> dict[str, A
 
     services.put_bucket_article("PMC1001", {"gr1.jpg": img[1], "gr2.jpg": img[2], "gr2-web.jpg": img[3]})
     services.put_bucket_article(
-        "PMC1002", {"fig3a.jpg": img[4], "fig3a.tif": b"II*\x00 not really a tiff", "fig3b.jpg": img[5],
-                    "fig5.jpg": img[6], "fig5.gif": make_image(40, 30, 99, "GIF")},
-        version=2, license_code="CC BY-NC", media_urls=False,
+        "PMC1002",
+        {
+            "fig3a.jpg": img[4],
+            "fig3a.tif": b"II*\x00 not really a tiff",
+            "fig3b.jpg": img[5],
+            "fig5.jpg": img[6],
+            "fig5.gif": make_image(40, 30, 99, "GIF"),
+        },
+        version=2,
+        license_code="CC BY-NC",
+        media_urls=False,
     )
     services.put_bucket_article("PMC1002", {"fig3a.jpg": img[20]}, version=1, license_code="CC BY-NC")
     truncated = img[7][: len(img[7]) // 2]
     html = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Service unavailable</body></html>"
     services.put_bucket_article(
         "PMC1004",
-        {"gr1.jpg": truncated, "gr2.jpg": img[8], "gr3.jpg": html, "gr4.png": make_flat_png(3000, 3000),
-         "gr5.jpg": b"\xff" * 1_200_000, "gr6.jpg": img[9], "gr7.jpg": img[1], "gr8.jpg": img[10],
-         "gr9.jpg": img[11], "gr10.jpg": img[12], "gr11.png": make_image(20, 20, 13)},
+        {
+            "gr1.jpg": truncated,
+            "gr2.jpg": img[8],
+            "gr3.jpg": html,
+            "gr4.png": make_flat_png(3000, 3000),
+            "gr5.jpg": b"\xff" * 1_200_000,
+            "gr6.jpg": img[9],
+            "gr7.jpg": img[1],
+            "gr8.jpg": img[10],
+            "gr9.jpg": img[11],
+            "gr10.jpg": img[12],
+            "gr11.png": make_image(20, 20, 13),
+        },
     )
     services.put_bucket_article("PMC1007", {"gr1.jpg": img[14]})
     services.bucket_meta["PMC1007.1"] = b'{"pmcid": "PMC1007", "media_urls": ["s3://pmc-oa-opendata/PMC1007.1/gr1.'
     services.oa_packages["PMC1005"] = make_tgz(
-        {"PMC1005/PMC1005.nxml": a["PMC1005"].encode(), "PMC1005/fig1.jpg": img[15], "PMC1005/fig1.gif": img[16],
-         "../../escape.jpg": img[17]}
+        {
+            "PMC1005/PMC1005.nxml": a["PMC1005"].encode(),
+            "PMC1005/fig1.jpg": img[15],
+            "PMC1005/fig1.gif": img[16],
+            "../../escape.jpg": img[17],
+        }
     )
     b = "/bucket/PMC1004.1/"
     services.fault(b + "gr2.jpg", Fault.body_of(html, "text/html; charset=utf-8"))
     services.fault(b + "gr8.jpg", Fault.hang())
     services.sticky[b + "gr9.jpg"] = Fault.hang()
     services.fault(b + "gr10.jpg", Fault.status_code(500))
-    services.fault("/eutils/esearch.fcgi", Fault.status_code(429, {"Retry-After": "1"}, b'{"error":"API rate limit exceeded"}'))
+    services.fault(
+        "/eutils/esearch.fcgi", Fault.status_code(429, {"Retry-After": "1"}, b'{"error":"API rate limit exceeded"}')
+    )
     services.fault("/eutils/efetch.fcgi", Fault.status_code(500))
     return {
         "keys": list(EXPECTED_PMC_CAPTIONS),
         "captions": EXPECTED_PMC_CAPTIONS,
         "figure_skips": {
-            "bad_content_type": 1, "duplicate_content": 1, "duplicate_figure": 1, "not_an_image": 1,
-            "too_large": 2, "too_small": 1, "truncated": 1, "unsafe_href": 1,
+            "bad_content_type": 1,
+            "duplicate_content": 1,
+            "duplicate_figure": 1,
+            "not_an_image": 1,
+            "too_large": 2,
+            "too_small": 1,
+            "truncated": 1,
+            "unsafe_href": 1,
         },
         "figure_failed": {"malformed": 1, "timeout": 1},
         "article_skips": {"malformed_xml": 1, "no_body": 1},
-        "images": {"PMC1001/F1/gr1": img[1], "PMC1002/F3a/fig3a.tif": img[4], "PMC1002/F5/fig5": img[6],
-                   "PMC1005/F1/fig1": img[15]},
+        "images": {
+            "PMC1001/F1/gr1": img[1],
+            "PMC1002/F3a/fig3a.tif": img[4],
+            "PMC1002/F5/fig5": img[6],
+            "PMC1005/F1/fig1": img[15],
+        },
     }
 
 
 # -- fast settings for tests ----------------------------------------------------------------------
 FAST_FLAGS = [
-    "--timeout", "0.5", "--retries", "2", "--backoff", "0.01", "--max_refusals", "5",
-    "--ncbi_rate", "500", "--openi_rate", "500", "--bucket_rate", "500",
-    "--max_bytes", "1000000", "--max_pixels", "4000000", "--min_side", "32",
-    "--search_page", "3", "--fetch_batch", "3", "--workers", "4", "--no_progress",
+    "--timeout",
+    "0.5",
+    "--retries",
+    "2",
+    "--backoff",
+    "0.01",
+    "--max_refusals",
+    "5",
+    "--ncbi_rate",
+    "500",
+    "--openi_rate",
+    "500",
+    "--bucket_rate",
+    "500",
+    "--max_bytes",
+    "1000000",
+    "--max_pixels",
+    "4000000",
+    "--min_side",
+    "32",
+    "--search_page",
+    "3",
+    "--fetch_batch",
+    "3",
+    "--workers",
+    "4",
+    "--no_progress",
 ]
 
 
@@ -570,10 +656,20 @@ def fast_config(out: Any, services: FakeServices, **overrides: Any) -> Any:
     from data.pubmed.pipeline import ScrapeConfig
 
     settings = dict(
-        out=out, query="brain MRI", num=100, workers=4, ncbi_rate=500, openi_rate=500, bucket_rate=500,
+        out=out,
+        query="brain MRI",
+        num=100,
+        workers=4,
+        ncbi_rate=500,
+        openi_rate=500,
+        bucket_rate=500,
         http=HttpSettings(read_timeout=0.5, retries=2, backoff_base=0.01, backoff_max=0.05, max_refusals=5),
         limits=ImageLimits(max_bytes=1_000_000, max_pixels=4_000_000, min_side=32),
-        search_page=3, fetch_batch=3, openi_page=4, split=False, progress=False,
+        search_page=3,
+        fetch_batch=3,
+        openi_page=4,
+        split=False,
+        progress=False,
     )
     settings.update(services.urls())
     settings.update(overrides)
@@ -591,7 +687,9 @@ def simple_world(services: FakeServices, n_articles: int, figs_per_article: int,
         )
         services.articles[pmcid] = jats_article(pmcid, f"<sec>{body}</sec>")
         services.search_ids.append(pmcid[3:])
-        files = {f"gr{i}.jpg": make_image(64, 48, (first + a) * 100 + i, "JPEG") for i in range(1, figs_per_article + 1)}
+        files = {
+            f"gr{i}.jpg": make_image(64, 48, (first + a) * 100 + i, "JPEG") for i in range(1, figs_per_article + 1)
+        }
         services.put_bucket_article(pmcid, files)
         keys += [f"{pmcid}/F{i}/gr{i}" for i in range(1, figs_per_article + 1)]
     return keys

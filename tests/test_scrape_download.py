@@ -69,9 +69,18 @@ def test_image_names_are_safe_readable_and_unique(tmp_path):
 @pytest.mark.parametrize(
     "href, safe",
     [
-        ("gr1", True), ("pone.0012345.g001", True), ("fig3a.tif", True), ("figures/f1.jpg", True),
-        ("../../etc/passwd", False), ("figs/../../x", False), ("/abs/path.jpg", False), ("C:\\win.jpg", False),
-        ("http://evil.example/x.jpg", False), ("file:///etc/passwd", False), ("", False), ("a\x00b", False),
+        ("gr1", True),
+        ("pone.0012345.g001", True),
+        ("fig3a.tif", True),
+        ("figures/f1.jpg", True),
+        ("../../etc/passwd", False),
+        ("figs/../../x", False),
+        ("/abs/path.jpg", False),
+        ("C:\\win.jpg", False),
+        ("http://evil.example/x.jpg", False),
+        ("file:///etc/passwd", False),
+        ("", False),
+        ("a\x00b", False),
         ("..\\..\\x.jpg", False),
     ],
 )
@@ -104,7 +113,7 @@ def test_ordered_map_keeps_input_order_and_stops_early():
     assert results == [(i, i * i) for i in range(40)]
     calls.clear()
     taken = []
-    for item, future in ordered_map(slow_square, range(1000), workers=4, window=8):
+    for _item, future in ordered_map(slow_square, range(1000), workers=4, window=8):
         taken.append(future.result())
         if len(taken) == 5:
             break
@@ -120,7 +129,7 @@ def test_ordered_map_passes_worker_exceptions_to_the_consumer():
 
     seen = []
     with pytest.raises(RuntimeError, match="worker failed"):
-        for item, future in ordered_map(boom, range(5), workers=2):
+        for _item, future in ordered_map(boom, range(5), workers=2):
             seen.append(future.result())
     assert seen == [0, 1]
 
@@ -133,8 +142,9 @@ def _client() -> HttpClient:
 def test_bucket_resolver_picks_latest_version_and_lists_when_metadata_has_no_media():
     with FakeServices() as services:
         services.put_bucket_article("PMC7", {"f1.jpg": b"old"}, version=1)
-        services.put_bucket_article("PMC7", {"f1.jpg": b"new", "f1.gif": b"thumb"}, version=2, media_urls=False,
-                                    license_code="CC BY-NC-ND")
+        services.put_bucket_article(
+            "PMC7", {"f1.jpg": b"new", "f1.gif": b"thumb"}, version=2, media_urls=False, license_code="CC BY-NC-ND"
+        )
         services.put_bucket_article("PMC70", {"zzz.jpg": b"other article with a longer id"})
         resolver = BucketResolver(_client(), f"{services.url}/bucket")
         media = resolver.media("PMC7")

@@ -159,7 +159,10 @@ def test_malformed_body_is_retried_then_reported(services):
     services.fault("/bucket/x/doc.json", Fault.body_of(b"<html>", "text/html"))
     client = _client()
     # first try garbage -> retried (validate) -> still garbage -> third try fine
-    assert client.fetch(f"{services.url}/bucket/x/doc.json", service="bucket", validate=must_be_json).content == b'{"ok": 1}'
+    assert (
+        client.fetch(f"{services.url}/bucket/x/doc.json", service="bucket", validate=must_be_json).content
+        == b'{"ok": 1}'
+    )
     services.sticky["/bucket/x/doc.json"] = Fault.body_of(b"<html>", "text/html")
     with pytest.raises(FetchError) as info:
         client.fetch(f"{services.url}/bucket/x/doc.json", service="bucket", validate=must_be_json)

@@ -48,20 +48,37 @@ def test_fig_group_members_get_the_group_caption_and_floats_group_is_read():
 
 
 def test_article_meta_new_and_old_ids_licence_year_title():
-    meta = article_meta(_article(jats_article("PMC1001", "<p/>", title="A <italic>T</italic><sub>2</sub> study",
-                                              pmid="123", doi="10.1/abc")))
+    meta = article_meta(
+        _article(
+            jats_article("PMC1001", "<p/>", title="A <italic>T</italic><sub>2</sub> study", pmid="123", doi="10.1/abc")
+        )
+    )
     assert (meta.pmcid, meta.pmid, meta.doi, meta.version) == ("PMC1001", "123", "10.1/abc", "1")
     assert meta.title == "A T2 study"  # inline markup glues, no stray spaces
     assert (meta.journal, meta.year, meta.has_body) == ("Radiology Case Reports", "2020", True)
     assert (meta.license, meta.license_url) == ("CC BY", "https://creativecommons.org/licenses/by/4.0/")
-    old = article_meta(_article(jats_article(
-        "PMC77", "<p/>", new_style_id=False,
-        license_xml='<license><ali:license_ref>https://creativecommons.org/licenses/by-nc-nd/4.0/</ali:license_ref>'
-                    "</license>")))
+    old = article_meta(
+        _article(
+            jats_article(
+                "PMC77",
+                "<p/>",
+                new_style_id=False,
+                license_xml="<license><ali:license_ref>https://creativecommons.org/licenses/by-nc-nd/4.0/</ali:license_ref>"
+                "</license>",
+            )
+        )
+    )
     assert (old.pmcid, old.license) == ("PMC77", "CC BY-NC-ND")
-    text_only = article_meta(_article(jats_article(
-        "PMC78", "<p/>", license_xml="<license><license-p>Distributed under the Creative Commons Attribution-"
-                                     "NonCommercial-ShareAlike license.</license-p></license>")))
+    text_only = article_meta(
+        _article(
+            jats_article(
+                "PMC78",
+                "<p/>",
+                license_xml="<license><license-p>Distributed under the Creative Commons Attribution-"
+                "NonCommercial-ShareAlike license.</license-p></license>",
+            )
+        )
+    )
     assert text_only.license == "CC BY-NC-SA"
 
 
@@ -78,19 +95,27 @@ def test_several_graphics_figure_without_graphic_group_with_own_graphic_and_list
         '<fig-group id="G1"><caption><title>Montage</title><p>Whole panel.</p></caption>'
         '<graphic xlink:href="g1"/><fig id="G1a"><caption><p>Part.</p></caption></fig></fig-group>'
         '<fig><caption><p>Lesions: <list list-type="roman-lower"><list-item><p>first;</p></list-item>'
-        "<list-item><p>second.</p></list-item></list> A bullet list: <list list-type=\"bullet\"><list-item><p>dot</p>"
-        "</list-item></list> and a formula <inline-formula><mml:math alttext=\"x^2\"><mml:msup><mml:mi>x</mml:mi>"
+        '<list-item><p>second.</p></list-item></list> A bullet list: <list list-type="bullet"><list-item><p>dot</p>'
+        '</list-item></list> and a formula <inline-formula><mml:math alttext="x^2"><mml:msup><mml:mi>x</mml:mi>'
         '<mml:mn>2</mml:mn></mml:msup></mml:math></inline-formula>.</p></caption><graphic xlink:href="f9"/></fig>'
     )
     figures = article_figures(_article(jats_article("PMC5", body)))
     assert [(f.figure_id, f.graphic) for f in figures] == [
-        ("F1", "f1a"), ("F1", "f1b"), ("F2", ""), ("G1", "g1"), ("G1a", ""), ("fig6", "f9")
+        ("F1", "f1a"),
+        ("F1", "f1b"),
+        ("F2", ""),
+        ("G1", "g1"),
+        ("G1a", ""),
+        ("fig6", "f9"),
     ]
     assert figures[3].caption == "Montage. Whole panel."
     assert figures[4].caption == "Montage. Whole panel. Part."
     assert figures[5].caption == "Lesions: (i) first; (ii) second. A bullet list: dot and a formula x^2."
-    assert figures[5].subcaptions == [{"label": "i", "text": "first;"}, {"label": "ii", "text": "second."},
-                                      {"label": "", "text": "dot"}]
+    assert figures[5].subcaptions == [
+        {"label": "i", "text": "first;"},
+        {"label": "ii", "text": "second."},
+        {"label": "", "text": "dot"},
+    ]
 
 
 def test_articleset_and_error_documents():

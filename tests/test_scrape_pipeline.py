@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from scrape_fakes import (
     fig,
     jats_article,
     make_image,
-    make_tgz,
     pmc_world,
     simple_world,
 )
@@ -64,8 +62,8 @@ def test_pmc_end_to_end_with_every_fault(tmp_path):
     records = _assert_clean_output(out)
     keys = [f"{r['pmcid']}/{r['figure_id']}/{r['graphic']}" for r in records]
     assert keys == expected["keys"]
-    assert {k: r["caption"] for k, r in zip(keys, records)} == expected["captions"]
-    by_key = dict(zip(keys, records))
+    assert {k: r["caption"] for k, r in zip(keys, records, strict=True)} == expected["captions"]
+    by_key = dict(zip(keys, records, strict=True))
     for key, data in expected["images"].items():
         assert (out / by_key[key]["image"]).read_bytes() == data
     assert by_key["PMC1002/F3a/fig3a.tif"]["license"] == "CC BY-NC"
@@ -208,14 +206,21 @@ def test_openi_end_to_end(tmp_path):
             _openi_item(4, "An error page instead of the image.", "/imgs/512/1/3004/PMC3004_f4.png"),
             _openi_item(5, "Coronal FLAIR image of the lesion.", "/imgs/512/1/3005/PMC3005_f5.png"),
             _openi_item(1, "<b>Axial</b> T2 image &amp; FLAIR showing edema.", "/imgs/512/1/3001/PMC3001_f1.png"),
-            _openi_item(6, "Diffusion image of the same patient.", "/imgs/512/1/3006/PMC3006_f6.png",
-                        licenseURL="https://creativecommons.org/licenses/by-nc/4.0/"),
+            _openi_item(
+                6,
+                "Diffusion image of the same patient.",
+                "/imgs/512/1/3006/PMC3006_f6.png",
+                licenseURL="https://creativecommons.org/licenses/by-nc/4.0/",
+            ),
             {"uid": "x", "image": {"caption": "no image url here at all"}},
             _openi_item(7, "A page the server garbles on first try.", "/imgs/512/1/3007/PMC3007_f7.png"),
         ]
         services.openi_items = items
         for n in (1, 2, 3, 5, 6, 7):
-            services.openi_files[f"/imgs/512/1/30{n:02d}/PMC30{n:02d}_f{n}.png"] = (make_image(80, 60, 300 + n), "image/png")
+            services.openi_files[f"/imgs/512/1/30{n:02d}/PMC30{n:02d}_f{n}.png"] = (
+                make_image(80, 60, 300 + n),
+                "image/png",
+            )
         services.openi_files["/imgs/512/1/3004/PMC3004_f4.png"] = (b"<html><body>Error 503</body></html>", "text/html")
         services.fault("/openi/api/search", Fault.body_of(b'{"total": 9, "list": [', "application/json"))
         report = _run(fast_config(tmp_path, services, source="openi", openi_image_type="xg", openi_page=4))
@@ -236,16 +241,22 @@ def _local_dump(root: Path) -> dict[str, bytes]:
     a = root / "PMC4001"
     a.mkdir(parents=True)
     images = {"f1": make_image(70, 50, 401, "JPEG"), "f2": make_image(70, 50, 402)}
-    (a / "PMC4001.nxml").write_text(jats_article("PMC4001", fig("F1", "f1", "Local figure one with a caption.")
-                                                 + fig("F2", "f2.tif", "Local figure two with a caption.")
-                                                 + fig("F3", "missing", "A figure whose file is missing.")
-                                                 + fig("F4", "../PMC4002/g1", "Reaching into another folder.")))
+    (a / "PMC4001.nxml").write_text(
+        jats_article(
+            "PMC4001",
+            fig("F1", "f1", "Local figure one with a caption.")
+            + fig("F2", "f2.tif", "Local figure two with a caption.")
+            + fig("F3", "missing", "A figure whose file is missing.")
+            + fig("F4", "../PMC4002/g1", "Reaching into another folder."),
+        )
+    )
     (a / "f1.jpg").write_bytes(images["f1"])
     (a / "f2.png").write_bytes(images["f2"])
     b = root / "nested" / "PMC4002.1"
     b.mkdir(parents=True)
-    (b / "PMC4002.1.xml").write_text(jats_article("PMC4002", fig("F1", "g1", "Second article figure from a bucket copy."),
-                                                  new_style_id=False))
+    (b / "PMC4002.1.xml").write_text(
+        jats_article("PMC4002", fig("F1", "g1", "Second article figure from a bucket copy."), new_style_id=False)
+    )
     (b / "g1.jpg").write_bytes(make_image(70, 50, 403, "JPEG"))
     (root / "broken.xml").write_text("<article><body>")
     (root / "front_only.xml").write_text(jats_article("PMC4003", None))
@@ -273,9 +284,17 @@ def test_lists_use_subfigures_json_when_present(tmp_path):
     panels = []
     for parent in figures:
         for label in ("a", "b"):
-            panels.append({"image": f"crops/{Path(parent['image']).stem}_{label}.png", "caption": f"panel {label}",
-                           "label": label, "parent": parent["image"], "box": [0, 0, 10, 10], "alignment": "ocr",
-                           "pmcid": parent["pmcid"]})
+            panels.append(
+                {
+                    "image": f"crops/{Path(parent['image']).stem}_{label}.png",
+                    "caption": f"panel {label}",
+                    "label": label,
+                    "parent": parent["image"],
+                    "box": [0, 0, 10, 10],
+                    "alignment": "ocr",
+                    "pmcid": parent["pmcid"],
+                }
+            )
     sub = tmp_path / "subfigures"
     sub.mkdir()
     (sub / "subfigures.json").write_text(json.dumps(panels))
