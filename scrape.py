@@ -134,6 +134,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_required: bool 
     _add(urls, "--oa_service_url", default=DEFAULT_OA_SERVICE_URL)
     _add(urls, "--ftp_url", default=DEFAULT_FTP_URL)
     _add(urls, "--no_fallback", action="store_true", help="do not try the OA package when the bucket lacks an image")
+    _add(
+        polite,
+        "--max_failures",
+        type=int,
+        default=50,
+        help="stop when this many downloads in a row fail for network reasons (default 50)",
+    )
     tuning = parser.add_argument_group("paging")
     _add(tuning, "--search_page", type=int, default=1000, help="esearch ids per request (default 1000, max 10000)")
     _add(tuning, "--fetch_batch", type=int, default=20, help="articles per efetch request (default 20)")
@@ -246,6 +253,7 @@ def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
         openi_image_type=getattr(args, "openi_image_type", ""),
         openi_article_type=getattr(args, "openi_article_type", ""),
         fallback=not args.no_fallback,
+        max_failures_in_a_row=args.max_failures,
         split=not getattr(args, "no_split", False),
         split_ratios=tuple(getattr(args, "split_ratio", (0.8, 0.1, 0.1))),
         seed=getattr(args, "seed", 0),

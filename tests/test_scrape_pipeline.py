@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from data.image_io import open_image
-from data.pubmed.http import RefusedError
+from data.pubmed.http import FetchError, RefusedError
 from data.pubmed.pipeline import ConfigError, ScrapeContext, run_all, step_lists, step_split
 from data.pubmed.splits import load_records, split_by_article
 from scrape_fakes import (
@@ -144,9 +144,25 @@ def test_repeated_refusals_stop_cleanly_then_resume(tmp_path, capsys):
     assert report["status"] == "exhausted"
 
 
+def test_a_dead_service_stops_the_run_instead_of_failing_everything(tmp_path):
+    with FakeServices() as services:
+        keys = simple_world(services, 3, 4)
+        for key in keys[1:]:
+            pmcid, _, href = key.split("/")
+            services.sticky[f"/bucket/{pmcid}.1/{href}.jpg"] = Fault.status_code(500)
+        with pytest.raises(FetchError, match="4 downloads in a row failed"):
+            _run(fast_config(tmp_path, services, max_failures_in_a_row=4, workers=1))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "stopped" and report["figures"]["downloaded"] == 1
+    assert report["figures"]["failed_will_retry"] == {"http_500": 4}  # the rest stays pending, untouched
+    assert report["figures"]["pending"] == 7
+
+
 def test_commercial_licence_option_skips_nc_articles_and_records_the_rest(tmp_path):
     with FakeServices() as services:
         pmc_world(services)
+        services.faults.clear()  # faults are covered above; this test is about licences
+        services.sticky.clear()
         report = _run(fast_config(tmp_path, services, license="commercial"))
         term = services.requests_to("/eutils/esearch.fcgi")[0].query["term"][0]
     assert "cc by license[filter]" in term and term.startswith("(brain MRI) AND open access[filter]")
