@@ -23,7 +23,7 @@ class FakeClock:
 
 def test_rate_limiter_spaces_requests_exactly():
     clock = FakeClock()
-    limiter = RateLimiter(4.0, clock=clock, sleep=lambda s: None)
+    limiter = RateLimiter(4.0, headroom=0.0, clock=clock, sleep=lambda s: None)
     assert [limiter.reserve() for _ in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
     clock.now = 10.0  # after a long idle period the next request goes at once
     assert limiter.reserve() == 10.0
@@ -31,12 +31,19 @@ def test_rate_limiter_spaces_requests_exactly():
 
 def test_rate_limiter_burst_and_pause():
     clock = FakeClock()
-    limiter = RateLimiter(4.0, burst=3, clock=clock, sleep=lambda s: None)
+    limiter = RateLimiter(4.0, burst=3, headroom=0.0, clock=clock, sleep=lambda s: None)
     assert [limiter.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 0.25, 0.5]
     limiter.pause_until(2.0)
     assert limiter.reserve() == 2.0  # burst tokens do not let anyone jump a server-requested pause
     with pytest.raises(ValueError):
         RateLimiter(0)
+
+
+def test_default_headroom_keeps_n_plus_one_requests_out_of_any_second():
+    limiter = RateLimiter(3.0, clock=FakeClock(), sleep=lambda s: None)
+    slots = [limiter.reserve() for _ in range(7)]
+    assert all(later - first >= 1.03 - 1e-9 for first, later in zip(slots, slots[3:]))
+    assert slots[-1] == pytest.approx(6 * 1.03 / 3)  # 97 % of the limit when saturated
 
 
 def test_rate_limiter_shared_by_threads_never_runs_ahead():
