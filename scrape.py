@@ -104,7 +104,13 @@ def add_job_arguments(parser: argparse.ArgumentParser, *, local: bool) -> None:
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, out_required: bool = True) -> None:
     _add(parser, "--out", type=Path, required=out_required, help="output folder (manifest, images, lists)")
-    _add(parser, "--num", type=int, default=1000, help="figure-caption pairs to collect (0 = no limit); default 1000")
+    _add(
+        parser,
+        "--num",
+        type=int,
+        default=None,
+        help="figure-caption pairs to collect (0 = no limit); default: what this folder was started with, else 1000",
+    )
     _add(parser, "--min_words", type=int, default=3, help="drop captions shorter than this many words (default 3)")
     _add(parser, "--workers", type=int, default=8, help="concurrent downloads, all within the rate limits (default 8)")
     polite = parser.add_argument_group("polite access (NCBI rules: 3 requests/s, 10 with an API key)")
@@ -223,7 +229,7 @@ def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
         source="local" if local_dir else getattr(args, "source", "pmc"),
         query=getattr(args, "query", None) or "",
         local_dir=local_dir,
-        num=args.num,
+        num=1000 if args.num is None else args.num,
         license=getattr(args, "license", "any"),
         min_words=args.min_words,
         workers=args.workers,
@@ -298,6 +304,11 @@ def _run_step(name: str, args: argparse.Namespace) -> int:
     if config.source == "pmc" and not config.email and name in ("run", "search", "fetch"):
         log.warning("no --email given: NCBI asks every E-utilities user for one (or set NCBI_EMAIL)")
     with ScrapeContext(config, job_required=name not in ("run", "search")) as ctx:
+        # --num is remembered, so `scrape.py clean --out X` does not cut a 5000-figure run to the default.
+        if args.num is None:
+            config.num = ctx.manifest.get_meta("num", config.num)
+        else:
+            ctx.manifest.set_meta("num", config.num)
         if name == "run":
             report = run_all(ctx)
             _print_summary(report)

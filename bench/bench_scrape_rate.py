@@ -80,8 +80,14 @@ def pipeline_level(articles: int, figures: int, ncbi: float, bucket: float) -> l
     with FakeServices() as services, tempfile.TemporaryDirectory() as tmp:
         simple_world(services, articles, figures)
         config = fast_config(
-            Path(tmp), services, num=articles * figures, ncbi_rate=ncbi, bucket_rate=bucket, workers=8,
-            fetch_batch=1, search_page=10000,
+            Path(tmp),
+            services,
+            num=articles * figures,
+            ncbi_rate=ncbi,
+            bucket_rate=bucket,
+            workers=8,
+            fetch_batch=1,
+            search_page=10000,
         )
         with ScrapeContext(config) as ctx:
             report = run_all(ctx)
@@ -89,7 +95,10 @@ def pipeline_level(articles: int, figures: int, ncbi: float, bucket: float) -> l
         ncbi_times = [r.t for r in services.requests_to("/eutils/")]
         bucket_times = [r.t for r in services.requests_to("/bucket")]
     rows = []
-    for name, limit, times in (("pipeline: E-utilities", ncbi, ncbi_times), ("pipeline: OA bucket", bucket, bucket_times)):
+    for name, limit, times in (
+        ("pipeline: E-utilities", ncbi, ncbi_times),
+        ("pipeline: OA bucket", bucket, bucket_times),
+    ):
         mean, peak = rate_stats(times)
         rows.append({"where": name, "limit": limit, "n": len(times), "mean": mean, "peak": peak})
     return rows
@@ -124,7 +133,7 @@ def main() -> None:
         "# Scraper request rate\n\n"
         "Written by `python bench/bench_scrape_rate.py` against the local emulator of E-utilities and the PMC OA "
         "bucket (tests/scrape_fakes.py); arrival times are taken on the server side. Achieved = (n - 1) / "
-        "(last - first arrival); \"max in any 1 s\" counts arrivals in every window [t, t + 1 s).\n\n"
+        '(last - first arrival); "max in any 1 s" counts arrivals in every window [t, t + 1 s).\n\n'
         f"{text}\n\n"
         f"Target (achieved <= limit and >= 90 % of it): **{'met' if ok else 'NOT met'}**. "
         f"No 1-second window above the limit: **{'met' if peak_ok else 'NOT met'}**.\n\n"

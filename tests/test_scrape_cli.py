@@ -30,9 +30,10 @@ def test_steps_one_by_one_equal_the_all_in_one_run(tmp_path, capsys):
         together, steps = tmp_path / "together", tmp_path / "steps"
         assert scrape.main(["--query", "brain MRI", "--num", "7", "--out", str(together), "--no_split", *flags]) == 0
         assert scrape.main(["search", "--query", "brain MRI", "--num", "7", "--out", str(steps), *flags]) == 0
-        assert scrape.main(["fetch", "--out", str(steps), "--num", "7", *flags]) == 0
-        assert scrape.main(["download", "--out", str(steps), "--num", "7", *flags]) == 0
-        assert scrape.main(["clean", "--out", str(steps), "--num", "7", *flags]) == 0
+        # later steps take --num (and the query) from the folder
+        assert scrape.main(["fetch", "--out", str(steps), *flags]) == 0
+        assert scrape.main(["download", "--out", str(steps), *flags]) == 0
+        assert scrape.main(["clean", "--out", str(steps), *flags]) == 0
         assert scrape.main(["lists", "--out", str(steps), "--no_split", *flags]) == 0
     for name in ("figures.json", "pretrain.json", "retrieval_train.json", "retrieval_val.json", "retrieval_test.json"):
         assert json.loads((steps / name).read_text()) == json.loads((together / name).read_text()), name

@@ -158,6 +158,21 @@ def test_a_dead_service_stops_the_run_instead_of_failing_everything(tmp_path):
     assert report["figures"]["pending"] == 7
 
 
+def test_efetch_outage_stops_after_three_batches_and_resumes(tmp_path):
+    with FakeServices() as services:
+        keys = simple_world(services, 12, 1)
+        services.sticky["/eutils/efetch.fcgi"] = Fault.status_code(502)
+        with pytest.raises(FetchError, match="HTTP 502"):
+            _run(fast_config(tmp_path, services, fetch_batch=2))
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["status"] == "stopped"
+        assert report["articles"]["failed_will_retry"] == {"http_502": 6} and report["articles"]["pending"] == 6
+        services.sticky.clear()
+        _run(fast_config(tmp_path, services, fetch_batch=2))
+    records = _assert_clean_output(tmp_path)
+    assert [f"{r['pmcid']}/{r['figure_id']}/{r['graphic']}" for r in records] == keys
+
+
 def test_commercial_licence_option_skips_nc_articles_and_records_the_rest(tmp_path):
     with FakeServices() as services:
         pmc_world(services)
