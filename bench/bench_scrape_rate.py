@@ -25,7 +25,6 @@ import platform
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,9 +109,8 @@ def table(rows: list[dict]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['where']} | {r['limit']:g} | {r['n']} | {r['mean']:.2f} | {r['peak']} | {r['mean'] / r['limit']:.1%} |"
-        )
+        ratio = r["mean"] / r["limit"]
+        lines.append(f"| {r['where']} | {r['limit']:g} | {r['n']} | {r['mean']:.2f} | {r['peak']} | {ratio:.1%} |")
     return "\n".join(lines)
 
 

@@ -42,7 +42,7 @@ def test_rate_limiter_burst_and_pause():
 def test_default_headroom_keeps_n_plus_one_requests_out_of_any_second():
     limiter = RateLimiter(3.0, clock=FakeClock(), sleep=lambda s: None)
     slots = [limiter.reserve() for _ in range(7)]
-    assert all(later - first >= 1.03 - 1e-9 for first, later in zip(slots, slots[3:]))
+    assert all(later - first >= 1.03 - 1e-9 for first, later in zip(slots, slots[3:], strict=False))
     assert slots[-1] == pytest.approx(6 * 1.03 / 3)  # 97 % of the limit when saturated
 
 
