@@ -186,6 +186,29 @@ def test_commercial_licence_option_skips_nc_articles_and_records_the_rest(tmp_pa
     assert {r["license"] for r in records} == {"CC BY"} and "PMC1002" not in {r["pmcid"] for r in records}
 
 
+def test_bucket_licence_overrides_the_xml_and_unknown_licences_fail_strict_options(tmp_path):
+    with FakeServices() as services:
+        simple_world(services, 3, 1)
+        services.bucket_meta["PMC2002.1"]["license_code"] = "CC BY-NC"  # PMC's reading differs from the XML's
+        services.articles["PMC2003"] = jats_article(
+            "PMC2003", fig("F1", "gr1", "A figure without licence."), license_xml=""
+        )
+        report = _run(fast_config(tmp_path, services, license="cc"))
+        assert report["figures"]["downloaded"] == 3  # CC BY-NC is Creative Commons
+        assert report["figures"]["skipped"] == {}
+    with FakeServices() as services:
+        simple_world(services, 3, 1)
+        services.bucket_meta["PMC2002.1"]["license_code"] = "CC BY-NC"
+        services.bucket_meta["PMC2003.1"]["license_code"] = ""
+        services.articles["PMC2003"] = jats_article(
+            "PMC2003", fig("F1", "gr1", "A figure without licence."), license_xml=""
+        )
+        report = _run(fast_config(tmp_path / "commercial", services, license="commercial"))
+    assert report["figures"]["skipped"] == {"license_excluded": 1, "license_unknown": 1}
+    assert [r["pmcid"] for r in load_records(tmp_path / "commercial" / "figures.json")] == ["PMC2001"]
+    assert load_records(tmp_path / "figures.json")[1]["license"] == "CC BY-NC"
+
+
 def test_other_job_in_the_same_folder_is_refused(tmp_path):
     with FakeServices() as services:
         simple_world(services, 1, 1)
