@@ -176,6 +176,18 @@ def test_malformed_body_is_retried_then_reported(services):
     assert info.value.reason == "malformed"
 
 
+def test_api_key_and_email_never_reach_messages(services):
+    services.sticky["/bucket/x/ok.bin"] = Fault.status_code(500)
+    params = {"api_key": "SECRETKEY123", "email": "me@lab.org", "db": "pmc"}
+    with pytest.raises(FetchError) as info:
+        _client().fetch(f"{services.url}/bucket/x/ok.bin", service="bucket", params=params)
+    assert "SECRETKEY123" not in str(info.value) and "lab.org" not in str(info.value)
+    assert "api_key=***" in str(info.value) and "db=pmc" in str(info.value)
+    services.sticky.clear()
+    response = _client().fetch(f"{services.url}/bucket/x/ok.bin", service="bucket", params=params)
+    assert "SECRETKEY123" not in response.url
+
+
 def test_404_is_an_answer_not_an_error(services):
     response = _client().fetch(f"{services.url}/bucket/x/missing", service="bucket")
     assert response.status == 404
