@@ -10,6 +10,7 @@ makes the next two requests to that path hang and fail, then it behaves.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -17,12 +18,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image
+
+from data.image_io import open_image
+from data.pubmed.splits import load_records
 
 XLINK = 'xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:mml="http://www.w3.org/1998/Math/MathML" xmlns:ali="http://www.niso.org/schemas/ali/1.0/"'
 
@@ -693,3 +698,25 @@ def simple_world(services: FakeServices, n_articles: int, figs_per_article: int,
         services.put_bucket_article(pmcid, files)
         keys += [f"{pmcid}/F{i}/gr{i}" for i in range(1, figs_per_article + 1)]
     return keys
+
+
+# -- output checks --------------------------------------------------------------------------------
+def output_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def assert_clean_output(out: Path) -> list[dict]:
+    """Invariants every finished output folder must satisfy."""
+    records = load_records(out / "figures.json")
+    images = [r["image"] for r in records]
+    assert len(images) == len(set(images)), "duplicate records"
+    assert len({r["sha256"] for r in records}) == len(records), "duplicate content"
+    on_disk = {f for f in output_files(out) if f.startswith("images/")}
+    assert on_disk == set(images), "orphan or missing image files"
+    assert not [f for f in output_files(out) if f.endswith(".tmp")], "half-written files left"
+    for record in records:
+        data = (out / record["image"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == record["sha256"]
+        with open_image(data) as img:
+            assert img.size == (record["width"], record["height"])
+    return records

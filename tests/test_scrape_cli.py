@@ -12,11 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-
 import scrape
 from data.image_io import open_image
-from scrape_fakes import FAST_FLAGS, Fault, FakeServices, jats_article, pmc_world, simple_world
-from test_scrape_pipeline import _assert_clean_output
+from scrape_fakes import FAST_FLAGS, FakeServices, Fault, assert_clean_output, jats_article, pmc_world, simple_world
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +138,7 @@ def test_kill_9_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
         done = subprocess.run([*base, "--out", str(resumed)], cwd=REPO, env=env, capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()
 
-    records = _assert_clean_output(resumed)
+    records = assert_clean_output(resumed)
     assert len(records) == 20
     for name in ("figures.json", "pretrain.json", "retrieval_train.json", "retrieval_val.json", "retrieval_test.json"):
         assert (resumed / name).read_text() == (reference / name).read_text(), name

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from data.pubmed.http import FetchError, HttpClient, HttpSettings, RateLimiter, RefusedError, parse_retry_after
-from scrape_fakes import Fault, FakeServices
+from scrape_fakes import FakeServices, Fault
 
 
 class FakeClock:

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from data.image_io import open_image
 from data.pubmed.http import FetchError, RefusedError
 from data.pubmed.pipeline import ConfigError, ScrapeContext, run_all, step_lists, step_split
 from data.pubmed.splits import load_records, split_by_article
 from scrape_fakes import (
-    Fault,
     FakeServices,
+    Fault,
+    assert_clean_output,
     fast_config,
     fig,
     jats_article,
     make_image,
+    output_files,
     pmc_world,
     simple_world,
 )
@@ -30,27 +30,6 @@ def _run(config):
         return run_all(ctx)
 
 
-def _files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-
-
-def _assert_clean_output(out: Path) -> list[dict]:
-    """Invariants every finished output folder must satisfy."""
-    records = load_records(out / "figures.json")
-    images = [r["image"] for r in records]
-    assert len(images) == len(set(images)), "duplicate records"
-    assert len({r["sha256"] for r in records}) == len(records), "duplicate content"
-    on_disk = {f for f in _files(out) if f.startswith("images/")}
-    assert on_disk == set(images), "orphan or missing image files"
-    assert not [f for f in _files(out) if f.endswith(".tmp")], "half-written files left"
-    for record in records:
-        data = (out / record["image"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == record["sha256"]
-        with open_image(data) as img:
-            assert img.size == (record["width"], record["height"])
-    return records
-
-
 def test_pmc_end_to_end_with_every_fault(tmp_path):
     out = tmp_path / "out"
     with FakeServices() as services:
@@ -59,7 +38,7 @@ def test_pmc_end_to_end_with_every_fault(tmp_path):
         esearch = services.requests_to("/eutils/esearch.fcgi")
         efetch = services.requests_to("/eutils/efetch.fcgi")
 
-    records = _assert_clean_output(out)
+    records = assert_clean_output(out)
     keys = [f"{r['pmcid']}/{r['figure_id']}/{r['graphic']}" for r in records]
     assert keys == expected["keys"]
     assert {k: r["caption"] for k, r in zip(keys, records, strict=True)} == expected["captions"]
@@ -112,7 +91,7 @@ def test_rerun_changes_nothing_and_retries_only_transient_failures(tmp_path):
     assert {p for p in new if p.startswith("/bucket/PMC1004")} == {"/bucket/PMC1004.1/gr9.jpg"}
     assert "/bucket/metadata/PMC1007.1.json" in new
     assert not [p for p in new if p.startswith("/eutils")]
-    _assert_clean_output(out)
+    assert_clean_output(out)
 
 
 def test_num_stops_early_and_fetches_only_what_it_needs(tmp_path):
@@ -120,7 +99,7 @@ def test_num_stops_early_and_fetches_only_what_it_needs(tmp_path):
         keys = simple_world(services, 8, 3)
         report = _run(fast_config(tmp_path, services, num=4))
         efetch_ids = [r for r in services.requests_to("/eutils/efetch.fcgi")]
-    records = _assert_clean_output(tmp_path)
+    records = assert_clean_output(tmp_path)
     assert [f"{r['pmcid']}/{r['figure_id']}/{r['graphic']}" for r in records] == keys[:4]
     assert report["status"] == "complete" and report["articles"]["pending"] > 0
     assert len(efetch_ids) == 1  # one batch of 3 articles = 9 candidates >= 4
@@ -136,10 +115,10 @@ def test_repeated_refusals_stop_cleanly_then_resume(tmp_path, capsys):
             _run(fast_config(tmp_path, services))
         report = json.loads((tmp_path / "report.json").read_text())
         assert report["status"] == "stopped" and report["figures"]["downloaded"] == 2
-        assert not [f for f in _files(tmp_path) if f.endswith(".tmp")]
+        assert not [f for f in output_files(tmp_path) if f.endswith(".tmp")]
         services.sticky.clear()
         report = _run(fast_config(tmp_path, services))
-    records = _assert_clean_output(tmp_path)
+    records = assert_clean_output(tmp_path)
     assert [f"{r['pmcid']}/{r['figure_id']}/{r['graphic']}" for r in records] == keys
     assert report["status"] == "exhausted"
 
@@ -169,7 +148,7 @@ def test_efetch_outage_stops_after_three_batches_and_resumes(tmp_path):
         assert report["articles"]["failed_will_retry"] == {"http_502": 6} and report["articles"]["pending"] == 6
         services.sticky.clear()
         _run(fast_config(tmp_path, services, fetch_batch=2))
-    records = _assert_clean_output(tmp_path)
+    records = assert_clean_output(tmp_path)
     assert [f"{r['pmcid']}/{r['figure_id']}/{r['graphic']}" for r in records] == keys
 
 
@@ -228,7 +207,7 @@ def test_stale_temp_files_of_a_killed_run_are_removed(tmp_path):
         simple_world(services, 1, 2)
         report = _run(fast_config(tmp_path, services))
     assert not stale.exists() and report["this_run"]["stale_temp_files_removed"] == 1
-    _assert_clean_output(tmp_path)
+    assert_clean_output(tmp_path)
 
 
 def _openi_item(n: int, caption: str, path: str, **extra) -> dict:
@@ -279,7 +258,7 @@ def test_openi_end_to_end(tmp_path):
         services.fault("/openi/api/search", Fault.body_of(b'{"total": 9, "list": [', "application/json"))
         report = _run(fast_config(tmp_path, services, source="openi", openi_image_type="xg", openi_page=4))
         searches = services.requests_to("/openi/api/search")
-    records = _assert_clean_output(tmp_path)
+    records = assert_clean_output(tmp_path)
     assert [r["pmcid"] for r in records] == ["PMC3001", "PMC3003", "PMC3005", "PMC3006", "PMC3007"]
     assert records[0]["caption"] == "Axial T2 image & FLAIR showing edema."
     assert records[0]["title"] == "Case 1" and records[0]["year"] == "2015" and records[0]["license"] == "CC BY"
@@ -289,6 +268,29 @@ def test_openi_end_to_end(tmp_path):
     assert report["figures"]["skipped"] == {"bad_content_type": 1, "caption_too_short": 1}
     assert [(s.query["m"], s.query["n"]) for s in searches] == [(["1"], ["4"])] * 2 + [(["5"], ["8"]), (["9"], ["12"])]
     assert all(s.query["it"] == ["xg"] and s.query["coll"] == ["pmc"] for s in searches)
+
+
+def test_unreadable_search_pages_are_skipped_and_counted(tmp_path):
+    garbage = Fault.body_of(b'{"total": 8, "list": [{"uid": ', "application/json")
+    with FakeServices() as services:
+        services.openi_items = [
+            _openi_item(n, f"Caption number {n} of the series.", f"/imgs/512/1/30{n:02d}/f{n}.png") for n in range(1, 9)
+        ]
+        for n in range(1, 9):
+            services.openi_files[f"/imgs/512/1/30{n:02d}/f{n}.png"] = (make_image(80, 60, 500 + n), "image/png")
+        services.fault("/openi/api/search", garbage, garbage, garbage)  # 1 try + 2 retries: page 1 is lost
+        report = _run(fast_config(tmp_path / "openi", services, source="openi", openi_page=4))
+    assert [r["pmcid"] for r in load_records(tmp_path / "openi" / "figures.json")] == [
+        f"PMC30{n:02d}" for n in (5, 6, 7, 8)
+    ]
+    assert report["search"]["skipped"] == {"malformed_page": 1}
+    with FakeServices() as services:
+        keys = simple_world(services, 6, 1)
+        services.fault("/eutils/esearch.fcgi", *[Fault.body_of(b"<html>Bad Gateway</html>", "text/html")] * 3)
+        report = _run(fast_config(tmp_path / "pmc", services))
+    records = load_records(tmp_path / "pmc" / "figures.json")
+    assert [f"{r['pmcid']}/{r['figure_id']}/{r['graphic']}" for r in records] == keys[3:]
+    assert report["search"]["skipped"] == {"malformed_page": 1}
 
 
 def _local_dump(root: Path) -> dict[str, bytes]:
@@ -322,7 +324,7 @@ def test_from_local_dump(tmp_path):
     with FakeServices() as services:  # only to prove no request is made
         report = _run(fast_config(tmp_path / "out", services, source="local", local_dir=tmp_path / "dump", query=""))
         assert services.log == []
-    records = _assert_clean_output(tmp_path / "out")
+    records = assert_clean_output(tmp_path / "out")
     assert [(r["pmcid"], r["figure_id"]) for r in records] == [("PMC4001", "F1"), ("PMC4001", "F2"), ("PMC4002", "F1")]
     assert (tmp_path / "out" / records[1]["image"]).read_bytes() == images["f2"]  # "f2.tif" href -> f2.png file
     assert records[0]["source_url"] == "PMC4001/f1.jpg"
