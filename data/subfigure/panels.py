@@ -26,7 +26,7 @@ __all__ = ["Box", "Panel", "detect_panels", "reading_order", "estimate_backgroun
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1/y1 exclusive), original pixels
 
 # Detection runs at this size; gaps of 2 px survive the downscale of most figures.
-WORK_MAX_SIDE = 2000
+WORK_MAX_SIDE = 1200
 # A pixel differs from the background when a channel differs by more than this
 # (JPEG ringing in flat white areas stays below it at quality >= 40).
 BACKGROUND_TOLERANCE = 40
@@ -36,7 +36,8 @@ GAP_NOISE_FRACTION = 0.012
 # A uniform run of a non-background colour this thin (work pixels) is a
 # separator line or the frames of touching panels.
 MAX_LINE_WIDTH = 7
-LINE_TOLERANCE = 25
+# Standard deviation (gray levels) below which a row/column counts as uniform.
+LINE_STD = 12
 LINE_CONTRAST = 50
 MAX_CROSSING_THICKNESS = 4
 # Leaves thinner than this share of the figure's short side, or smaller than
@@ -66,7 +67,7 @@ def estimate_background(rgb: np.ndarray) -> np.ndarray:
     samples = []
     for axis in (0, 1):
         lines = rgb if axis == 0 else rgb.transpose(1, 0, 2)
-        med = np.median(lines, axis=1)  # (n, 3)
+        med = lines.mean(axis=1)  # (n, 3); uniform lines have mean == median
         dev = np.abs(lines.astype(np.int16) - med[:, None, :].astype(np.int16)).max(axis=2)
         uniform = (dev > BACKGROUND_TOLERANCE // 2).mean(axis=1) <= GAP_NOISE_FRACTION
         # Thin runs are separator lines or frames, not background: keep runs >= 3.
@@ -146,60 +147,80 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 class _Cutter:
-    """XY-cut over precomputed masks of one (downscaled) figure.
+    """XY-cut over one (downscaled) figure, with integral images so each region costs O(h + w).
 
-    ``fg`` marks work pixels that contain any foreground pixel of the original
-    (max-pooled, so a hairline plot axis survives the downscale); ``gray`` is
-    the area-averaged gray image used to find uniform separator lines.
+    ``fg_any`` marks work pixels holding any foreground pixel of the original
+    (a hairline plot axis survives the downscale); it decides whether a line
+    crosses an empty band. ``fg_major`` marks work pixels that are mostly
+    foreground (a 2-pixel gap survives the downscale); it decides which rows
+    and columns are empty. ``rgb`` (area-averaged) finds uniform separator lines.
     """
 
-    def __init__(self, fg: np.ndarray, gray: np.ndarray, background: np.ndarray):
-        self.fg = fg
-        self.gray = gray
-        self.background = background
-        self.background_gray = float(np.mean(background))
+    def __init__(self, fg_any: np.ndarray, fg_major: np.ndarray, rgb: np.ndarray, background: np.ndarray):
+        self.fg_any = fg_any
+        self.background = background.astype(np.float64)
+        gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+        self.major = cv2.integral(fg_major.astype(np.uint8))
+        self.any = cv2.integral(fg_any.astype(np.uint8))
+        self.gray, self.gray_sq = cv2.integral2(gray, sdepth=cv2.CV_32S, sqdepth=cv2.CV_64F)
+        self.colour = cv2.integral(np.ascontiguousarray(rgb))
+
+    @staticmethod
+    def _line_sums(integral: np.ndarray, x0: int, y0: int, x1: int, y1: int, axis: int) -> np.ndarray:
+        """Sum over each row (axis 0) / column (axis 1) of the region, from an integral image."""
+        if axis == 0:
+            full = integral[y0 : y1 + 1, x1] - integral[y0 : y1 + 1, x0]
+        else:
+            full = integral[y1, x0 : x1 + 1] - integral[y0, x0 : x1 + 1]
+        return np.diff(full, axis=0).astype(np.float64)
 
     def _gap_lines(self, x0: int, y0: int, x1: int, y1: int, axis: int, edge_lines: bool = False) -> np.ndarray:
         """Boolean per row (axis=0) or column (axis=1): is it a gap inside the region?
 
         A gap is a band of background-coloured lines (a little noise allowed)
-        that no horizontal (vertical) structure crosses from side to side: the
-        spine of a plot crosses the white space between its bars, an outer
-        panel gap is crossed by nothing. Thin uniform bands of another colour
-        that contrast with both neighbours are separator lines or the frames
-        of touching panels and count as gaps too.
+        that no thin line crosses from side to side: the axis of a plot
+        crosses the white space between its bars, an outer panel gap is
+        crossed by nothing. Thin uniform bands of another colour between
+        two panels' content are separator lines or the frames of touching
+        panels and count as gaps too.
         """
-        fg = self.fg[y0:y1, x0:x1]
-        if axis == 1:
-            fg = fg.T
-        length = fg.shape[1]
-        gap = fg.sum(axis=1) <= GAP_NOISE_FRACTION * length
-        for start, stop in _runs(gap):
-            if _crossed_by_thin_line(fg, start, stop):
-                gap[start:stop] = False
-        gray = self.gray[y0:y1, x0:x1]
-        if axis == 1:
-            gray = gray.T
-        mean = gray.mean(axis=1)
-        off = (np.abs(gray - mean[:, None]) > LINE_TOLERANCE).sum(axis=1)
-        line = (off <= GAP_NOISE_FRACTION * length) & (np.abs(mean - self.background_gray) > BACKGROUND_TOLERANCE)
-        for start, stop in _runs(line):
-            keep = stop - start <= MAX_LINE_WIDTH
-            at_edge = start == 0 or stop == len(line)
-            if at_edge and not edge_lines:
-                # A frame around a panel holds the panel together; only the
-                # figure's own outer frame is peeled off (edge_lines=True).
-                keep = False
-            elif keep and not at_edge:
-                # Inside a region a separator has panel content on both sides that
-                # contrasts with it; a plot's axis line has empty space on one side.
-                colour = mean[start:stop].mean()
-                keep = all(
-                    fg[nb].mean() >= 0.5 and np.abs(gray[nb] - colour).mean() >= LINE_CONTRAST
-                    for nb in (start - 1, stop)
-                )
-            if not keep:
-                line[start:stop] = False
+        length = (x1 - x0) if axis == 0 else (y1 - y0)
+        count = self._line_sums(self.major, x0, y0, x1, y1, axis)
+        gap = count <= GAP_NOISE_FRACTION * length
+        if gap.any():
+            fg = self.fg_any[y0:y1, x0:x1]
+            if axis == 1:
+                fg = fg.T
+            for start, stop in _runs(gap):
+                if _crossed_by_thin_line(fg, start, stop):
+                    gap[start:stop] = False
+        # Separator lines: uniform (low variance), far from the background colour.
+        n = float(length)
+        s1 = self._line_sums(self.gray, x0, y0, x1, y1, axis) / n
+        s2 = self._line_sums(self.gray_sq, x0, y0, x1, y1, axis) / n
+        std = np.sqrt(np.maximum(s2 - s1 * s1, 0.0))
+        colour = self._line_sums(self.colour, x0, y0, x1, y1, axis) / n  # (lines, 3)
+        far = np.abs(colour - self.background).max(axis=1) > BACKGROUND_TOLERANCE
+        line = (std <= LINE_STD) & far
+        if line.any():
+            fg_share = self._line_sums(self.any, x0, y0, x1, y1, axis) / n
+            for start, stop in _runs(line):
+                keep = stop - start <= MAX_LINE_WIDTH
+                at_edge = start == 0 or stop == len(line)
+                if at_edge and not edge_lines:
+                    # A frame around a panel holds the panel together; only the
+                    # figure's own outer frame is peeled off (edge_lines=True).
+                    keep = False
+                elif keep and not at_edge:
+                    # Between two panels' content, contrasting with at least one;
+                    # a plot's axis line has empty space on one side.
+                    c = colour[start:stop].mean(axis=0)
+                    nbs = (start - 1, stop)
+                    keep = all(fg_share[nb] >= 0.5 for nb in nbs) and any(
+                        np.abs(colour[nb] - c).max() >= LINE_CONTRAST for nb in nbs
+                    )
+                if not keep:
+                    line[start:stop] = False
         return gap | line
 
     def _trim(self, x0: int, y0: int, x1: int, y1: int, edge_lines: bool = False) -> Box | None:
@@ -318,6 +339,23 @@ def reading_order(boxes: list[Box]) -> list[int]:
     return order
 
 
+def _panels_for_background(rgb: np.ndarray, background: np.ndarray, scale: float, work_size: tuple[int, int]) -> list[Box]:
+    """XY-cut + fragment merging with one assumed background colour (work coordinates)."""
+    channels = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), tuple(float(v) for v in background) + (0.0,)))
+    diff = cv2.max(cv2.max(channels[0], channels[1]), channels[2])
+    fg_full = ((diff > _tolerance(background)) * 255).astype(np.uint8)
+    if scale < 1.0:
+        coverage = cv2.resize(fg_full, work_size, interpolation=cv2.INTER_AREA)
+        fg_any, fg_major = coverage > 0, coverage >= 128
+        work_rgb = cv2.resize(np.ascontiguousarray(rgb), work_size, interpolation=cv2.INTER_AREA)
+    else:
+        fg_any = fg_major = fg_full > 0
+        work_rgb = rgb
+    cutter = _Cutter(fg_any, fg_major, work_rgb, background)
+    leaves = cutter.cut((0, 0, work_size[0], work_size[1]))
+    return _merge_fragments(leaves, work_size[0], work_size[1])
+
+
 def detect_panels(image: Image.Image | np.ndarray) -> list[Box]:
     """Panel boxes of a figure (original pixel coordinates) in reading order.
 
@@ -334,17 +372,13 @@ def detect_panels(image: Image.Image | np.ndarray) -> list[Box]:
     work_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     step = max(1, max(height, width) // 400)
     background = estimate_background(rgb[::step, ::step])
-    diff = np.abs(rgb.astype(np.int16) - background.astype(np.int16)).max(axis=2)
-    fg_full = (diff > _tolerance(background)).astype(np.uint8) * 255
-    gray_full = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    if scale < 1.0:
-        fg = cv2.resize(fg_full, work_size, interpolation=cv2.INTER_AREA) > 0
-        gray = cv2.resize(gray_full, work_size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    else:
-        fg, gray = fg_full > 0, gray_full.astype(np.float32)
-    cutter = _Cutter(fg, gray, background)
-    leaves = cutter.cut((0, 0, work_size[0], work_size[1]))
-    panels = _merge_fragments(leaves, work_size[0], work_size[1])
+    panels = _panels_for_background(rgb, background, scale, work_size)
+    if float(np.mean(background)) < 64:
+        # Dark "background" may be the black surround of MR/CT/ultrasound panels
+        # on a white page whose gaps are narrow: try white and keep the finer split.
+        white = _panels_for_background(rgb, np.array([255.0, 255.0, 255.0]), scale, work_size)
+        if len(white) > len(panels):
+            panels = white
     if len(panels) <= 1:
         return whole
     inv = 1.0 / scale
