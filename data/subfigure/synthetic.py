@@ -35,6 +35,7 @@ class SyntheticFigure:
     image: Image.Image
     boxes: list[Box]
     labels: list[str | None]  # the label's identity ("A", "b", "3", "iv"), None where none is drawn
+    label_boxes: list[Box | None]  # where each drawn label's text is
     kinds: list[str]  # panel content kind, used to write the caption
     caption: str
     meta: dict = field(default_factory=dict)
@@ -537,9 +538,11 @@ def make_figure(seed: int) -> SyntheticFigure:
     boxed = rng.random() < 0.15
     meta.update(label_scheme=scheme, label_style=text_style, label_font=font_name, label_size=label_size, boxed=boxed)
     labels: list[str | None] = []
+    label_boxes: list[Box | None] = []
     for box, label in zip(boxes, seq):
         if label_pos == "none":
             labels.append(None)
+            label_boxes.append(None)
             continue
         text = _label_text(label, text_style)
         tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
@@ -559,6 +562,7 @@ def make_figure(seed: int) -> SyntheticFigure:
         region = (pos[0], pos[1], pos[0] + tw, pos[1] + th)
         if tw >= (x1 - x0) - 2 * pad or th >= (y1 - y0) - 2 * pad:
             labels.append(None)
+            label_boxes.append(None)
             continue
         if boxed and label_pos != "outside_tl":
             draw.rectangle([region[0] - 3, region[1] - 3, region[2] + 3, region[3] + 3], fill=(255, 255, 255))
@@ -570,6 +574,7 @@ def make_figure(seed: int) -> SyntheticFigure:
             colour = ((255, 255, 255) if rng.random() < 0.75 else (255, 230, 0)) if dark else (0, 0, 0)
         draw.text((pos[0] - tx0, pos[1] - ty0), text, font=font, fill=colour)
         labels.append(label)
+        label_boxes.append(tuple(int(v) for v in region))
 
     strip_font = _font("DejaVuSans.ttf", max(10, int(label_size * 0.8)))
     if header:
@@ -589,7 +594,9 @@ def make_figure(seed: int) -> SyntheticFigure:
         canvas = Image.open(buf).convert("RGB")
 
     caption = _caption(rng, labels, seq, kinds)
-    return SyntheticFigure(image=canvas, boxes=boxes, labels=labels, kinds=kinds, caption=caption, meta=meta)
+    return SyntheticFigure(
+        image=canvas, boxes=boxes, labels=labels, label_boxes=label_boxes, kinds=kinds, caption=caption, meta=meta
+    )
 
 
 def _caption(rng, labels: list[str | None], seq: list[str], kinds: list[str]) -> str:
