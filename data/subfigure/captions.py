@@ -57,6 +57,8 @@ _BOLD = re.compile(_BOLD_OPEN + r"(" + _LIST + r")" + _BOLD_CLOSE + r"\s*[.:)]?"
 # Sentence-initial with punctuation: "A)", "A.", "A:", "A -", "A and B:"; the
 # punctuation must be followed by a space or the end.
 _PUNCT = re.compile(r"(" + _LIST + r")\s*(?:[).:]|\s[-\u2013\u2014])(?=\s|$)")
+# After a comma only the unambiguous forms continue an enumeration ("b)", "b:", "b -"; not "b.").
+_PUNCT_CONTINUED = re.compile(r"(" + _LIST + r")\s*(?:[):]|\s[-\u2013\u2014])(?=\s|$)")
 # Sentence-initial bare label(s) followed by a word.
 _BARE = re.compile(r"(" + _LIST + r")\s+(?=[A-Za-z(\[])")
 # Sentence-initial "Panel A:" / "Panels B and C," / "Panel D shows".
@@ -185,6 +187,18 @@ def find_markers(text: str) -> list[Marker]:
             if mm:
                 add(mm, kind)
                 break
+    # Enumerations continue after commas: "a - before, b - after 1 month", "A), B) ...";
+    # accepted only after a marker of the same kind earlier in the same sentence.
+    for m in re.finditer(r"(?<=,)\s+(?=\S)", text):
+        pos = m.end()
+        if taken[pos]:
+            continue
+        mm = _PUNCT_CONTINUED.match(text, pos)
+        if not mm:
+            continue
+        sentence_start = max(text.rfind(". ", 0, pos), text.rfind("; ", 0, pos), 0)
+        if any(mk.kind == "punct" and sentence_start <= mk.start < pos for mk in found):
+            add(mm, "punct")
     found.sort(key=lambda mk: mk.start)
     return found
 
@@ -327,10 +341,18 @@ def split_caption(text: str) -> list[tuple[str, str]]:
     if not markers:
         return []
     scheme = _choose_scheme(markers) or "letter"
+    previous: Marker | None = None
     for mk in markers:
-        mk.leading = mk.kind in ("bold", "punct", "bare", "panel") or _sentence_start(text, mk.start) or _after_marker(
-            text, mk, markers
+        mk.leading = (
+            mk.kind in ("bold", "punct", "bare", "panel")
+            or _sentence_start(text, mk.start)
+            or _after_marker(text, mk, markers)
+            # "(a) Week 0, (b) week 2 and (c) week 4": an enumeration of leading markers.
+            or (previous is not None and previous.leading and _continues_enumeration(text, previous, mk))
+            # "... of Lee et al. (A) Bland-Altman plot": a capitalised word follows, after a dot.
+            or (text[: mk.start].rstrip().endswith(".") and _next_word_capitalised(text, mk.end))
         )
+        previous = mk
     own: dict[str, list[str]] = {}
     display: dict[str, str] = {}
 
@@ -368,6 +390,14 @@ def split_caption(text: str) -> list[tuple[str, str]]:
     if len(keys) < 2:
         return []
     return [(display[k], _join([lead] + own[k] + [tail])) for k in keys]
+
+
+def _continues_enumeration(text: str, previous: Marker, mk: Marker) -> bool:
+    """Is ``mk`` preceded by "," / "and" in the same sentence as the leading marker before it?"""
+    between = text[previous.end : mk.start]
+    if re.search(r"[.;:]\s", between):
+        return False
+    return bool(re.search(r"(?:,|\band|\bor)\s*$", between))
 
 
 def _after_marker(text: str, mk: Marker, markers: list[Marker]) -> bool:
