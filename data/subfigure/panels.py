@@ -15,13 +15,11 @@ numpy projections only, so a figure takes a few milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ["Box", "Panel", "detect_panels", "reading_order", "estimate_background"]
+__all__ = ["Box", "detect_panels", "reading_order", "estimate_background"]
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1/y1 exclusive), original pixels
 
@@ -46,15 +44,6 @@ FRAGMENT_SIDE_FRACTION = 0.06
 FRAGMENT_AREA_FRACTION = 0.012
 MIN_PANEL_SIDE = 16
 MAX_DEPTH = 8
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One panel of a compound figure. ``label`` is the OCR'd panel label (``None`` if none was read)."""
-
-    box: Box
-    label: str | None
-    confidence: float
 
 
 def estimate_background(rgb: np.ndarray) -> np.ndarray:
