@@ -31,9 +31,12 @@ BACKGROUND_TOLERANCE = 40
 # A row is a gap when at most this share of its pixels is foreground
 # (thin arrows or a frame line crossing the gap do not break it).
 GAP_NOISE_FRACTION = 0.012
+GAP_NOISE_PIXELS = 4
 # A uniform run of a non-background colour this thin (work pixels) is a
 # separator line or the frames of touching panels.
 MAX_LINE_WIDTH = 7
+# An outer frame line lies within this many work pixels of the image border.
+OUTER_FRAME_MARGIN = 12
 # Standard deviation (gray levels) below which a row/column counts as uniform.
 LINE_STD = 12
 LINE_CONTRAST = 50
@@ -175,7 +178,7 @@ class _Cutter:
         """
         length = (x1 - x0) if axis == 0 else (y1 - y0)
         count = self._line_sums(self.major, x0, y0, x1, y1, axis)
-        gap = count <= GAP_NOISE_FRACTION * length
+        gap = count <= max(GAP_NOISE_PIXELS, GAP_NOISE_FRACTION * length)
         if gap.any():
             fg = self.fg_any[y0:y1, x0:x1]
             if axis == 1:
@@ -195,12 +198,17 @@ class _Cutter:
             fg_share = self._line_sums(self.any, x0, y0, x1, y1, axis) / n
             for start, stop in _runs(line):
                 keep = stop - start <= MAX_LINE_WIDTH
-                at_edge = start == 0 or stop == len(line)
-                if at_edge and not edge_lines:
-                    # A frame around a panel holds the panel together; only the
-                    # figure's own outer frame is peeled off (edge_lines=True).
-                    keep = False
-                elif keep and not at_edge:
+                if start == 0 or stop == len(line):
+                    # Only the figure's own outer frame -- a line at the image border -- is
+                    # peeled off (edge_lines, at the top level); a frame around a panel
+                    # holds the panel together.
+                    offset = y0 if axis == 0 else x0
+                    near_border = (
+                        offset + start <= OUTER_FRAME_MARGIN
+                        or offset + stop >= self.fg_any.shape[axis] - OUTER_FRAME_MARGIN
+                    )
+                    keep = keep and edge_lines and near_border
+                elif keep:
                     # Between two panels' content, contrasting with at least one;
                     # a plot's axis line has empty space on one side.
                     c = colour[start:stop].mean(axis=0)
