@@ -264,10 +264,9 @@ def _filter_markers(markers: list[Marker], text: str) -> list[Marker]:
     distinct = {label.lower() for mk in kept for label in mk.labels}
     if len(distinct) < 2:
         return []
-    if scheme == "digit":
-        # Numbers need to start at 1 (citations and counts do not).
-        if min(int(label) for label in distinct) != 1:
-            return []
+    if scheme == "digit" and not {"1", "2"} <= distinct:
+        # Numbered panels start 1, 2, ...; citations and counts do not.
+        return []
     return kept
 
 

@@ -360,7 +360,8 @@ def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]
             if not (0.06 * side <= gh <= 0.75 * side) or gw > 1.6 * gh:
                 continue
             fill = area / float(gw * gh)
-            if not 0.08 <= fill <= 0.9:
+            # Strokes leave most of a glyph's box empty; only bar-shaped glyphs (I, l, 1) are nearly solid.
+            if fill < 0.08 or (fill > 0.7 and gw > 0.45 * gh):
                 continue
             # Surroundings: a ring around the box must be mostly not this colour.
             m = max(2, gh // 4)
