@@ -36,6 +36,7 @@ class SyntheticFigure:
     boxes: list[Box]
     labels: list[str | None]  # the label's identity ("A", "b", "3", "iv"), None where none is drawn
     label_boxes: list[Box | None]  # where each drawn label's text is
+    caption_labels: list[str]  # the label the caption gives each panel (also where none is drawn)
     kinds: list[str]  # panel content kind, used to write the caption
     caption: str
     meta: dict = field(default_factory=dict)
@@ -595,7 +596,8 @@ def make_figure(seed: int) -> SyntheticFigure:
 
     caption = _caption(rng, labels, seq, kinds)
     return SyntheticFigure(
-        image=canvas, boxes=boxes, labels=labels, label_boxes=label_boxes, kinds=kinds, caption=caption, meta=meta
+        image=canvas, boxes=boxes, labels=labels, label_boxes=label_boxes, caption_labels=list(seq), kinds=kinds,
+        caption=caption, meta=meta,
     )
 
 
