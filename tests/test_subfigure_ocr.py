@@ -102,3 +102,19 @@ def test_reader_returns_nothing_for_unlabelled_panels():
     found = get_reader().read(rgb, boxes)
     assert len(found) == 2
     assert all(not any(c.distance < 0.3 and c.confidence > 0.8 for c in cands) for cands in found)
+
+
+@pytest.mark.skipif(__import__("shutil").which("tesseract") is None, reason="tesseract is not installed")
+def test_tesseract_fallback_reads_digits():
+    from data.subfigure.ocr import LabelReader
+
+    rgb, boxes = _two_panel_figure(("1", "2"), "tr")
+    found = LabelReader(backend="tesseract").read(rgb, boxes)
+    assert [c[0].label for c in found] == ["1", "2"]
+
+
+def test_unknown_backend_is_an_error():
+    from data.subfigure.ocr import LabelReader, OCRUnavailable
+
+    with pytest.raises(OCRUnavailable):
+        LabelReader(backend="nonsense")

@@ -26,6 +26,8 @@ _CONFUSABLE = {
 # Discount for matches that need a confusion or a non-top reading.
 CONFUSION_FACTOR = 0.7
 NON_TOP_FACTOR = 0.8
+# Weaker evidence than this (a faint reading from another corner) does not pair a panel.
+MIN_EVIDENCE = 0.35
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def align(
                 match = labels_equivalent(cand.label, key)
                 if match:
                     weight = match * cand.confidence * (1.0 if position == 0 else NON_TOP_FACTOR)
-                    evidence.append((weight, p, key))
+                    if weight >= MIN_EVIDENCE:
+                        evidence.append((weight, p, key))
     evidence.sort(key=lambda e: -e[0])
     by_label: dict[str, int] = {}
     used_panels: set[int] = set()

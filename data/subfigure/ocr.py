@@ -9,6 +9,9 @@ a digit ("A1"), with or without brackets, dot or colon. Corners are tried in
 the order journals use them (top-left, top-right, bottom-left, bottom-right);
 once half of the panels have a label in a corner, the others are not tried.
 
+Without RapidOCR, a ``tesseract`` binary (if installed) reads the glyph
+groups instead; it is clearly weaker on lone letters.
+
 The engine is created once per process (it takes ~0.3 s and ~100 MB) and
 reused; ``threads`` is fixed at creation (1 by default: parallelism comes
 from worker processes).
@@ -393,35 +396,39 @@ def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]
     return groups
 
 
-def _tesseract_window(crop: np.ndarray, corner: str) -> list[LabelCandidate]:
-    """Fallback: tesseract in sparse-text mode on one corner window."""
-    if crop.size == 0:
-        return []
-    scale = max(1.0, 96.0 / max(crop.shape[:2]))
-    crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-    side = float(max(crop.shape[:2]))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "window.png")
-        cv2.imwrite(path, crop[:, :, ::-1])
-        try:
-            proc = subprocess.run(
-                ["tesseract", path, "stdout", "--psm", "11", "tsv"],
-                capture_output=True, text=True, timeout=30, check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return []
+def _tesseract_window(window: np.ndarray, corner: str) -> list[LabelCandidate]:
+    """Fallback: tesseract, one text line per glyph group found near the corner."""
     out = []
-    for row in proc.stdout.splitlines()[1:]:
-        cols = row.split("\t")
-        if len(cols) < 12 or not cols[11].strip():
+    for dist, (gx0, gy0, gx1, gy1) in find_glyph_groups(window, corner)[:CANDIDATES_PER_WINDOW]:
+        pad = max(4, (gy1 - gy0) // 2)
+        crop = window[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]
+        # Tesseract wants dark text on light ground, 30+ px tall.
+        gray = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
+        _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        if binary.mean() < 128:
+            binary = 255 - binary
+        scale = max(1.0, 48.0 / max(1, gy1 - gy0))
+        binary = cv2.resize(binary, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        binary = cv2.copyMakeBorder(binary, 10, 10, 10, 10, cv2.BORDER_CONSTANT, value=255)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "label.png")
+            cv2.imwrite(path, binary)
+            try:
+                proc = subprocess.run(
+                    ["tesseract", path, "stdout", "--psm", "8", "tsv"],
+                    capture_output=True, text=True, timeout=30, check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+        words = [row.split("\t") for row in proc.stdout.splitlines()[1:]]
+        words = [w for w in words if len(w) >= 12 and w[11].strip()]
+        if not words:
             continue
-        label = parse_label(cols[11])
-        if label is None:
-            continue
-        left, top, width, height = (int(v) for v in cols[6:10])
-        cx = left if corner in ("tl", "bl") else crop.shape[1] - (left + width)
-        cy = top if corner in ("tl", "tr") else crop.shape[0] - (top + height)
-        out.append(LabelCandidate(label, max(0.0, float(cols[10])) / 100.0, corner, float(np.hypot(cx, cy)) / side))
+        text = "".join(w[11] for w in words)
+        label = parse_label(text)
+        if label is not None:
+            confidence = min(max(0.0, float(w[10])) for w in words) / 100.0
+            out.append(LabelCandidate(label, confidence, corner, dist))
     return out
 
 
