@@ -1,0 +1,51 @@
+"""One figure image -> panels with OCR'd labels (the image half of the splitter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data.image_io import open_image
+from data.subfigure.ocr import LabelCandidate, get_reader
+from data.subfigure.panels import Box, detect_panels
+
+__all__ = ["Panel", "split_figure"]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of a compound figure.
+
+    ``box`` is (x0, y0, x1, y1) in image pixels (x1/y1 exclusive); ``label`` is
+    the OCR'd panel label ("A", "b", "3", "iv") or ``None``; ``confidence`` is
+    the recogniser's confidence in it (0.0 without a label). ``candidates``
+    holds every reading, best first, for matching against a caption.
+    """
+
+    box: Box
+    label: str | None
+    confidence: float
+    candidates: tuple[LabelCandidate, ...] = field(default=(), repr=False, compare=False)
+
+
+def split_figure(image: Image.Image | str | Path, *, ocr: bool = True) -> list[Panel]:
+    """Panels of a figure in reading order; a figure without visible panels gives one whole-image panel.
+
+    ``image`` is a PIL image or a path (opened with :func:`data.image_io.open_image`,
+    so a missing, truncated, non-image or oversized file raises
+    :class:`data.image_io.ImageError`). ``ocr=False`` skips label reading.
+    """
+    if not isinstance(image, Image.Image):
+        image = open_image(image)
+    rgb = np.asarray(image.convert("RGB"))
+    boxes = detect_panels(rgb)
+    if len(boxes) < 2 or not ocr:
+        return [Panel(box, None, 0.0) for box in boxes]
+    readings = get_reader().read(rgb, boxes)
+    return [
+        Panel(box, cands[0].label if cands else None, cands[0].confidence if cands else 0.0, tuple(cands))
+        for box, cands in zip(boxes, readings)
+    ]

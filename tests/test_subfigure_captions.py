@@ -1,0 +1,64 @@
+"""Caption splitting against hand-written expected splits, plus the tricky non-labels."""
+
+import pytest
+
+from data.subfigure.captions import expand_labels, split_caption
+from data.subfigure.metrics import caption_split_scores
+from tests.subfigure_caption_cases import CASES
+
+SCORED = [c for c in CASES if c["split"] in ("dev", "heldout")]
+
+
+@pytest.mark.parametrize("case", SCORED, ids=[f"{c['split']}-{i}-{'-'.join(c['tags'][:2])}" for i, c in enumerate(SCORED)])
+def test_hand_written_caption(case):
+    pred = split_caption(case["caption"])
+    exact, f1 = caption_split_scores(pred, case["expected"])
+    assert exact, (pred, case["expected"])
+    assert f1 >= 0.85, (pred, case["expected"])
+
+
+@pytest.mark.parametrize(
+    "text, labels",
+    [("A-C", ["A", "B", "C"]), ("a\u2013d", ["a", "b", "c", "d"]), ("A1/A2", ["A1", "A2"]), ("A, C-E", ["A", "C", "D", "E"]),
+     ("a and b", ["a", "b"]), ("ii-iv", ["ii", "iii", "iv"]), ("1-3", ["1", "2", "3"]), ("B1-B3", ["B1", "B2", "B3"]),
+     ("A, B, and C", ["A", "B", "C"])],
+)
+def test_expand_labels(text, labels):
+    assert expand_labels(text) == labels
+
+
+def test_range_text_goes_to_every_label_and_lead_is_shared():
+    pairs = dict(split_caption("Lead sentence. (A-C) Same text. (D) Other."))
+    assert set(pairs) == {"A", "B", "C", "D"}
+    assert pairs["A"] == pairs["B"] == pairs["C"] == "Lead sentence. Same text."
+    assert pairs["D"] == "Lead sentence. Other."
+
+
+@pytest.mark.parametrize(
+    "caption",
+    [
+        None,
+        "",
+        "   ",
+        "A 54-year-old woman. A large mass is seen.",
+        "I think this is a case of vitamin A deficiency.",
+        "Figure 2A shows the same as Fig. 2B.",
+        "Mean (SD) values (n = 12) at 5 mm and 10 A (P < 0.05) [3].",
+        "(A) Only one panel is named.",
+        "Compare with (1) and (3) in the text.",
+    ],
+)
+def test_not_compound(caption):
+    assert split_caption(caption) == []
+
+
+def test_html_and_doubly_escaped_bold_labels():
+    jats = "<bold>a</bold> first. <bold>b</bold> second."
+    escaped = "&amp;lt;b&amp;gt;a&amp;lt;/b&amp;gt; first. &amp;lt;b&amp;gt;b&amp;lt;/b&amp;gt; second."
+    assert split_caption(jats) == [("a", "first."), ("b", "second.")]
+    assert split_caption(escaped) == [("a", "first."), ("b", "second.")]
+
+
+def test_labels_come_back_in_label_order_with_caption_case():
+    pairs = split_caption("(b) second panel described first. (a) first panel.")
+    assert [label for label, _ in pairs] == ["a", "b"]

@@ -1,0 +1,153 @@
+"""Panel detection on hand-built figures whose panel boxes we know exactly."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from data.subfigure.metrics import match_panels, panel_split_score
+from data.subfigure.panels import detect_panels, reading_order
+
+
+def _font(size):
+    import os
+
+    import matplotlib
+    from PIL import ImageFont
+
+    return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans-Bold.ttf"), size)
+
+
+def _texture(rng, h, w, dark=False):
+    """A photo-like panel: smooth random field plus noise, never uniform along a row or column."""
+    base = rng.integers(0, 120 if dark else 200, (max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(base).resize((w, h), Image.BILINEAR)).astype(np.int16)
+    img += rng.integers(-20, 20, img.shape, dtype=np.int16)
+    return np.clip(img + (0 if dark else 30), 0, 255).astype(np.uint8)
+
+
+def _figure(boxes, size, background=(255, 255, 255), seed=0, dark=False):
+    rng = np.random.default_rng(seed)
+    canvas = np.zeros((size[1], size[0], 3), np.uint8)
+    canvas[:] = background
+    for x0, y0, x1, y1 in boxes:
+        canvas[y0:y1, x0:x1] = _texture(rng, y1 - y0, x1 - x0, dark)
+    return canvas
+
+
+def _assert_found(pred, gt):
+    """Every ground-truth panel is hit by exactly one prediction and nothing else is predicted."""
+    assert len(pred) == len(gt), (pred, gt)
+    assert panel_split_score(pred, gt) == 1.0, (pred, gt)
+
+
+GRID = [(10, 10, 200, 150), (204, 10, 390, 150), (10, 154, 200, 300), (204, 154, 390, 300)]
+
+
+def test_white_grid_with_3px_gaps():
+    pred = detect_panels(_figure(GRID, (400, 310)))
+    _assert_found(pred, GRID)
+    # Boxes are tight: within 2 px of the truth.
+    for p, g in zip(pred, GRID):
+        assert max(abs(a - b) for a, b in zip(p, g)) <= 2
+
+
+def test_black_background():
+    pred = detect_panels(_figure(GRID, (400, 310), background=(0, 0, 0)))
+    _assert_found(pred, GRID)
+
+
+def test_outer_frame_does_not_hide_the_gaps():
+    fig = _figure(GRID, (400, 310))
+    fig[0:2, :] = 0
+    fig[-2:, :] = 0
+    fig[:, 0:2] = 0
+    fig[:, -2:] = 0
+    _assert_found(detect_panels(fig), GRID)
+
+
+def test_jpeg_noise_in_gaps():
+    buf = io.BytesIO()
+    Image.fromarray(_figure(GRID, (400, 310))).save(buf, format="JPEG", quality=40)
+    buf.seek(0)
+    _assert_found(detect_panels(Image.open(buf)), GRID)
+
+
+def test_text_strip_under_the_row_is_not_a_panel():
+    boxes = [(10, 10, 200, 180), (210, 10, 390, 180)]
+    fig = Image.fromarray(_figure(boxes, (400, 230)))
+    draw = ImageDraw.Draw(fig)
+    draw.text((12, 195), "Arrows indicate the lesion; scale bars 100 um. Data are mean and SD.", fill=(0, 0, 0))
+    pred = detect_panels(fig)
+    assert len(pred) == 2
+    assert panel_split_score(pred, boxes) == 1.0
+
+
+def test_arrow_across_a_gap_between_images():
+    boxes = [(10, 10, 190, 190), (210, 10, 390, 190)]
+    fig = Image.fromarray(_figure(boxes, (400, 200)))
+    ImageDraw.Draw(fig).line([(170, 100), (230, 100)], fill=(0, 0, 0), width=3)
+    _assert_found(detect_panels(fig), boxes)
+
+
+def test_plot_with_white_space_inside_axes_stays_one_panel():
+    # A bar chart: axes box, bars separated by white space, tick labels below.
+    fig = Image.new("RGB", (420, 300), "white")
+    draw = ImageDraw.Draw(fig)
+    draw.rectangle([40, 20, 400, 250], outline=(0, 0, 0), width=1)
+    for i, height in enumerate([120, 200, 80, 160]):
+        x = 70 + i * 85
+        draw.rectangle([x, 250 - height, x + 40, 250], fill=(60, 60, 60))
+        draw.text((x + 15, 258), f"G{i + 1}", fill=(0, 0, 0))
+    pred = detect_panels(fig)
+    assert len(pred) == 1
+
+
+def test_nested_grid_and_reading_order():
+    # Tall panel left; right column: one panel on top, two side by side below.
+    boxes = [(10, 10, 200, 390), (210, 10, 390, 195), (210, 205, 295, 390), (305, 205, 390, 390)]
+    pred = detect_panels(_figure(boxes, (400, 400)))
+    _assert_found(pred, boxes)
+    assert [m for m in match_panels(pred, boxes)] == [0, 1, 2, 3]
+
+
+def test_unequal_sizes_keep_small_panels():
+    boxes = [(5, 5, 300, 300), (310, 5, 395, 90), (310, 110, 395, 195), (310, 215, 395, 300)]
+    _assert_found(detect_panels(_figure(boxes, (400, 305))), boxes)
+
+
+def test_touching_panels_split_at_a_separator_line():
+    boxes = [(0, 0, 200, 200), (204, 0, 400, 200)]
+    fig = _figure(boxes, (400, 200), dark=True)
+    fig[:, 200:204] = 255  # a white separator line between two dark images, no page margin
+    _assert_found(detect_panels(fig), boxes)
+
+
+def test_label_outside_the_panel_is_merged_not_a_panel():
+    boxes = [(10, 40, 190, 200), (210, 40, 390, 200)]
+    fig = Image.fromarray(_figure(boxes, (400, 210)))
+    draw = ImageDraw.Draw(fig)
+    font = _font(22)
+    draw.text((12, 12), "A", fill=(0, 0, 0), font=font)
+    draw.text((212, 12), "B", fill=(0, 0, 0), font=font)
+    pred = detect_panels(fig)
+    assert len(pred) == 2
+    # The label joined its own panel: the box reaches up to it.
+    assert pred[0][1] < 25 and pred[1][1] < 25
+    assert panel_split_score(pred, boxes) == 1.0
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (20, 20)])
+def test_tiny_images_are_one_panel(size):
+    assert detect_panels(np.full((size[1], size[0], 3), 128, np.uint8)) == [(0, 0, size[0], size[1])]
+
+
+def test_uniform_image_is_one_panel():
+    assert detect_panels(np.full((100, 120, 3), 255, np.uint8)) == [(0, 0, 120, 100)]
+
+
+def test_reading_order_rows_then_columns():
+    boxes = [(200, 0, 300, 90), (0, 0, 100, 200), (0, 210, 100, 300), (200, 100, 300, 200)]
+    # Row 1: the tall panel at x=0 and the one at x=200; then the rest by rows.
+    assert reading_order(boxes) == [1, 0, 3, 2]
