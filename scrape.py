@@ -34,15 +34,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from data.pubmed.download import ImageLimits
-from data.pubmed.eutils import DEFAULT_EUTILS_URL, EutilsError
-from data.pubmed.http import FetchError, HttpSettings, RefusedError
-from data.pubmed.jats import JatsError, article_figures, article_meta, iter_articles, parse_xml
-from data.pubmed.licenses import LICENSE_CHOICES
-from data.pubmed.manifest import ManifestError
-from data.pubmed.oa_bucket import DEFAULT_BUCKET_URL, DEFAULT_FTP_URL, DEFAULT_OA_SERVICE_URL
-from data.pubmed.openi import DEFAULT_OPENI_URL
-from data.pubmed.pipeline import (
+from data.scraper.download import ImageLimits
+from data.scraper.eutils import DEFAULT_EUTILS_URL, EutilsError
+from data.scraper.http import FetchError, HttpSettings, RefusedError
+from data.scraper.jats import JatsError, article_figures, article_meta, iter_articles, parse_xml
+from data.scraper.licenses import LICENSE_CHOICES
+from data.scraper.manifest import ManifestError
+from data.scraper.oa_bucket import DEFAULT_BUCKET_URL, DEFAULT_FTP_URL, DEFAULT_OA_SERVICE_URL
+from data.scraper.openi import DEFAULT_OPENI_URL
+from data.scraper.pipeline import (
     ConfigError,
     ScrapeConfig,
     ScrapeContext,
@@ -54,7 +54,7 @@ from data.pubmed.pipeline import (
     step_search,
     write_report,
 )
-from data.pubmed.sources import jats_candidates
+from data.scraper.sources import jats_candidates
 
 STEPS = ("search", "fetch", "download", "clean", "split", "lists", "figures")
 EXIT_BAD_INPUT = 2

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from data.image_io import open_image
-from data.pubmed.splits import load_records
+from data.scraper.splits import load_records
 
 XLINK = 'xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:mml="http://www.w3.org/1998/Math/MathML" xmlns:ali="http://www.niso.org/schemas/ali/1.0/"'
 
@@ -656,9 +656,9 @@ FAST_FLAGS = [
 
 def fast_config(out: Any, services: FakeServices, **overrides: Any) -> Any:
     """A ScrapeConfig pointed at ``services`` with millisecond backoffs and generous local rates."""
-    from data.pubmed.download import ImageLimits
-    from data.pubmed.http import HttpSettings
-    from data.pubmed.pipeline import ScrapeConfig
+    from data.scraper.download import ImageLimits
+    from data.scraper.http import HttpSettings
+    from data.scraper.pipeline import ScrapeConfig
 
     settings = dict(
         out=out,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from data.pubmed.download import ImageLimits, SkipError, image_relpath, ordered_map, safe_join, verify_image_bytes
-from data.pubmed.http import HttpClient, HttpSettings, RateLimiter
-from data.pubmed.oa_bucket import BucketResolver, OAPackageFallback, is_safe_href, match_media
+from data.scraper.download import ImageLimits, SkipError, image_relpath, ordered_map, safe_join, verify_image_bytes
+from data.scraper.http import HttpClient, HttpSettings, RateLimiter
+from data.scraper.oa_bucket import BucketResolver, OAPackageFallback, is_safe_href, match_media
 from scrape_fakes import FakeServices, make_flat_png, make_image, make_tgz
 
 LIMITS = ImageLimits(max_bytes=200_000, max_pixels=1_000_000, min_side=32)

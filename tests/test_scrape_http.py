@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from data.pubmed.http import FetchError, HttpClient, HttpSettings, RateLimiter, RefusedError, parse_retry_after
+from data.scraper.http import FetchError, HttpClient, HttpSettings, RateLimiter, RefusedError, parse_retry_after
 from scrape_fakes import FakeServices, Fault
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from data.pubmed.jats import JatsError, article_figures, article_meta, efetch_error, iter_articles, parse_xml
-from data.pubmed.licenses import license_allowed, normalize_license, pmc_license_filter
+from data.scraper.jats import JatsError, article_figures, article_meta, efetch_error, iter_articles, parse_xml
+from data.scraper.licenses import license_allowed, normalize_license, pmc_license_filter
 from scrape_fakes import (
     ARTICLE_1001_BODY,
     ARTICLE_1002_BODY,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from data.pubmed.http import FetchError, RefusedError
-from data.pubmed.pipeline import ConfigError, ScrapeContext, run_all, step_lists, step_split
-from data.pubmed.splits import load_records, split_by_article
+from data.scraper.http import FetchError, RefusedError
+from data.scraper.pipeline import ConfigError, ScrapeContext, run_all, step_lists, step_split
+from data.scraper.splits import load_records, split_by_article
 from scrape_fakes import (
     FakeServices,
     Fault,
