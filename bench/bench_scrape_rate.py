@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from data.pubmed.http import HttpClient, HttpSettings, RateLimiter  # noqa: E402
-from data.pubmed.pipeline import ScrapeContext, run_all  # noqa: E402
+from data.scraper.http import HttpClient, HttpSettings, RateLimiter  # noqa: E402
+from data.scraper.pipeline import ScrapeContext, run_all  # noqa: E402
 from scrape_fakes import FakeServices, fast_config, simple_world  # noqa: E402
 
 

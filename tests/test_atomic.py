@@ -30,3 +30,13 @@ def test_read_mode_refused(tmp_path):
     with pytest.raises(ValueError):
         with atomic_open(tmp_path / "x", "rb"):
             pass
+
+
+def test_finished_file_has_umask_mode_not_0600(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = tmp_path / "m.txt"
+    atomic_write_text(path, "x")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
