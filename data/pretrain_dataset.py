@@ -50,6 +50,7 @@ __all__ = [
     "SkipCounter",
     "PretrainDataset",
     "collate_pretrain",
+    "PretrainCollator",
     "sample_seed",
     "swap_laterality",
     "build_pretrain_dataset",
@@ -414,6 +415,26 @@ def build_pretrain_dataset(config: Mapping[str, Any]) -> PretrainDataset:
     )
 
 
+class PretrainCollator:
+    """``collate_pretrain`` plus tokenization, so captions become ids in the loader workers.
+
+    Adds ``text_ids``/``text_atts`` (padded to the longest caption, cut at
+    ``max_length`` tokens); picklable for worker processes.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        batch = collate_pretrain(samples)
+        text = self.tokenizer(
+            batch["caption"], padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        batch["text_ids"], batch["text_atts"] = text.input_ids, text.attention_mask
+        return batch
+
+
 def build_pretrain_loader(
     dataset: PretrainDataset,
     *,
@@ -421,11 +442,14 @@ def build_pretrain_loader(
     num_workers: int,
     seed: int,
     pin_memory: bool = False,
+    tokenizer: Any = None,
+    max_length: int = 30,
 ) -> tuple[DataLoader, ResumableDistributedSampler]:
     """Training loader: resumable sharded sampler (drop_last), full batches only, skip records kept.
 
     Call ``sampler.set_epoch(epoch)`` before iterating each epoch (and ``sampler.load_state_dict``
-    before the first one when resuming).
+    before the first one when resuming). With a ``tokenizer``, batches also carry
+    ``text_ids``/``text_atts`` (:class:`PretrainCollator`).
     """
     sampler = ResumableDistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True, with_epoch=True)
     loader = DataLoader(
@@ -435,7 +459,10 @@ def build_pretrain_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=True,
-        collate_fn=collate_pretrain,
+        collate_fn=collate_pretrain if tokenizer is None else PretrainCollator(tokenizer, max_length),
         persistent_workers=num_workers > 0,
+        # The loader's own generator: creating an iterator must not draw from the global RNG,
+        # or a run resumed mid-epoch would see different dropout/negative-sampling draws.
+        generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler

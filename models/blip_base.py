@@ -32,18 +32,24 @@ def ring_enqueue(queues: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
     """Write ``values[i]`` (N rows) as columns of ``queues[i]`` (D x Q) at ``ptr``, wrapping around.
 
     Any N works (BLIP asserted ``queue_size % batch == 0``, issue #101). When
-    N > Q only the last Q rows are kept. Runs on device: no host sync.
+    N > Q only the last Q rows are kept. Non-finite features are not enqueued. Runs on
+    device: no host sync.
     """
     size = queues[0].shape[1]
     count = values[0].shape[0]
     keep = min(count, size)
+    # A step with non-finite features (it will be skipped) must not poison the queue for
+    # good: then the old columns are written back and the pointer stays.
+    checks = [torch.isfinite(v).all() for v in values if v.is_floating_point()]
+    finite = torch.stack(checks).all() if checks else torch.ones((), dtype=torch.bool, device=ptr.device)
     positions = (ptr + (count - keep) + torch.arange(keep, device=ptr.device)) % size
     for queue, value in zip(queues, values):
         value = value[count - keep:]
         if value.dim() == 1:
             value = value.unsqueeze(1)
-        queue.index_copy_(1, positions, value.t().to(queue.dtype))
-    ptr.copy_((ptr + count) % size)
+        value = torch.where(finite, value.t().to(queue.dtype), queue[:, positions])
+        queue.index_copy_(1, positions, value)
+    ptr.copy_((ptr + count * finite.long()) % size)
 
 
 class BlipBase(nn.Module):

@@ -91,3 +91,10 @@ def test_ring_enqueue_wraps_and_keeps_last_rows():
     ids = torch.full((1, 5), -100)
     ring_enqueue([ids], [torch.tensor([9, 8])], torch.tensor([4]))
     assert ids.tolist() == [[8, -100, -100, -100, 9]]
+
+
+def test_ring_enqueue_refuses_non_finite_features():
+    queue = torch.zeros(2, 4)
+    ptr = torch.tensor([1])
+    ring_enqueue([queue], [torch.tensor([[float("nan"), 1.0]])], ptr)
+    assert queue.abs().sum() == 0 and ptr.item() == 1

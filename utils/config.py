@@ -51,7 +51,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Key:
-    """One config key. ``type``: int | float | bool | str | list[str] | list[float]."""
+    """One config key. ``type``: int | float | bool | str | str|mapping | list[str] | list[float]."""
 
     name: str
     type: str
@@ -85,12 +85,12 @@ PRETRAIN_SCHEMA: tuple[Key, ...] = (
     Key("num_workers", "int", 4, "DataLoader worker processes per rank (0: load in the training process).", minimum=0),
     Key("eval_file", "str", None, "Optional retrieval-format test list [{image, caption: [...]}] for a quick ITC recall eval after each epoch.", nullable=True),
     # model
-    Key("vit", "str", "base", "Image encoder: base | large | any timm ViT model name."),
+    Key("vit", "str|mapping", "base", "Image encoder: base | large | a timm ViT name | {patch_size, embed_dim, depth, num_heads[, mlp_ratio]}."),
     Key("vit_grad_ckpt", "bool", False, "Gradient checkpointing in the ViT blocks."),
     Key("vit_ckpt_layer", "int", 0, "Checkpoint the last N ViT blocks (0 with vit_grad_ckpt: all).", minimum=0),
     Key("vit_drop_path_rate", "float", 0.0, "Stochastic depth rate of the ViT.", minimum=0.0),
     Key("vit_init", "str", None, "ViT initial weights: a timm pretrained name or a file; null: random init.", nullable=True),
-    Key("med_config", "str", "configs/med_config.json", "BLIP med_config.json-style BERT config of the text encoder/decoder."),
+    Key("med_config", "str|mapping", "configs/med_config.json", "BLIP med_config.json-style BERT config of the text encoder/decoder (a path, or the keys inline)."),
     Key("tokenizer", "str", "bert-base-uncased", "WordPiece tokenizer: a local folder or a hub name ([DEC]/[ENC] are added)."),
     Key("text_encoder", "str", "bert-base-uncased", "BERT weights to initialise the text side: a folder or hub name; null: random init.", nullable=True),
     Key("pretrained", "str", None, "A BLIP checkpoint (.pth path or URL) to start from, e.g. BLIP's model_base.pth; null: none.", nullable=True),
@@ -246,6 +246,12 @@ def _coerce(key: Key, value: Any) -> Any:
         if key.choices and value not in key.choices:
             raise ValueError(f"must be one of {', '.join(key.choices)}, got {value!r}")
         return value
+    if kind == "str|mapping":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict):
+            return {str(k): _copy(v) for k, v in value.items()}
+        raise ValueError(f"must be a string or a mapping, got {_describe(value)}")
     if kind.startswith("list["):
         inner = kind[5:-1]
         if isinstance(value, str) and inner == "str":
@@ -340,7 +346,9 @@ def schema_markdown(schema: Sequence[Key] = PRETRAIN_SCHEMA) -> str:
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for key in schema:
         default = "(required)" if key.required else _yaml_scalar(key.default)
-        rows.append(f"| `{key.name}` | {key.type_text()} | `{default}` | {key.doc} |")
+        cells = (key.type_text(), key.doc)
+        type_text, doc = (c.replace("|", "\\|") for c in cells)  # a bare | would split the table cell
+        rows.append(f"| `{key.name}` | {type_text} | `{default}` | {doc} |")
     return "\n".join(rows) + "\n"
 
 

@@ -1,0 +1,52 @@
+"""BLIP pretraining (ITC + ITM + LM) of a ViT + BERT fusion model.
+
+    python pretrain.py --config configs/pretrain_demo.yaml                 # one process, CPU or one GPU
+    torchrun --nproc_per_node=8 pretrain.py --config configs/pretrain.yaml # DDP
+    python pretrain.py --config FILE --output_dir DIR --resume key=value ...
+
+Every config key, launch lines for multi-node and SLURM: docs/pretraining.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data.pretrain_dataset import DatasetError
+from models import CheckpointError, TokenizerError
+from utils.checkpointing import CheckpointError as ResumeError
+from utils.config import ConfigError, load_config
+from utils.trainer import TrainingError, run_pretraining
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config (see configs/)")
+    parser.add_argument("--output_dir", help="overrides output_dir of the config")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from output_dir/checkpoint_last.pth at the exact step (fresh start if none)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, values read as YAML")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    try:
+        config = load_config(args.config, overrides)
+        result = run_pretraining(config, resume=args.resume)
+    except (ConfigError, DatasetError, CheckpointError, ResumeError, TokenizerError, TrainingError) as exc:
+        print(f"pretrain.py: error: {exc}", file=sys.stderr)
+        return 1
+    where = result.output_dir
+    state = "stopped by signal" if result.stopped_by_signal else "finished"
+    print(f"{state} at epoch {result.epoch}, global step {result.global_step}; "
+          f"checkpoint {result.checkpoint or where / 'checkpoint_last.pth'}, log {where / 'log.txt'}, "
+          f"plot {where / 'loss_curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""A tiny pretraining setup on disk: images, a BLIP JSON list, a tokenizer, a config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models.tokenizer import train_wordpiece_tokenizer
+from tests.conftest import TEST_CAPTIONS, TINY_TEXT, TINY_VIT
+from utils.config import load_config
+
+
+def write_tiny_dataset(folder: Path, n: int = 16, seed: int = 0) -> Path:
+    """``n`` small distinct images with captions; returns the JSON list path."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+        pixels[: 10 + i, :] //= 3  # a band of varying height so images differ in structure
+        Image.fromarray(pixels).save(folder / "images" / f"{i:03d}.png")
+        records.append({"image": f"images/{i:03d}.png", "caption": TEST_CAPTIONS[i % 6] + f" case {i}",
+                         "source": "test"})
+    path = folder / "train.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def write_tokenizer(folder: Path) -> Path:
+    out = folder / "tokenizer"
+    if not out.exists():
+        train_wordpiece_tokenizer(TEST_CAPTIONS + [f"case {i}" for i in range(64)], out, vocab_size=150)
+    return out
+
+
+def tiny_pretrain_config(tmp_path: Path, **overrides) -> dict:
+    """A validated config for a seconds-long CPU run (4 steps per epoch with 16 pairs)."""
+    train = overrides.pop("train_file", None) or str(write_tiny_dataset(tmp_path / "data"))
+    values = {
+        "train_file": [train] if isinstance(train, str) else train,
+        "tokenizer": str(write_tokenizer(tmp_path)),
+        "text_encoder": None,
+        "vit_init": None,
+        "vit": dict(TINY_VIT),
+        "med_config": dict(TINY_TEXT, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1),
+        "image_size": 32,
+        "embed_dim": 16,
+        "queue_size": 24,
+        "batch_size": 4,
+        "max_epoch": 2,
+        "init_lr": 1e-3,
+        "warmup_steps": 2,
+        "num_workers": 0,
+        "log_every": 1,
+        "save_every": 0,
+        "output_dir": str(tmp_path / "out"),
+        "device": "cpu",
+        "seed": 3,
+        "randaugment": True,
+        "max_length": 24,
+    }
+    values.update(overrides)
+    args = [f"{k}={json.dumps(v)}" for k, v in values.items()]
+    return load_config(None, args)
