@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Keyword -> PubMed Central figures with captions, downloaded, verified, resumable, polite.
 
-All in one (search, fetch, download, clean, split, lists)::
+All in one (search, fetch, download, clean, split, lists; ``--no_split`` keeps figures whole)::
 
     python scrape.py --query "brain MRI" --num 1000 --out data/pubmed --email you@lab.org [--api-key KEY]
     python scrape.py --query "chest x-ray" --num 500 --out data/openi --source openi
@@ -355,11 +355,12 @@ def _print_summary(report: dict[str, Any]) -> None:
         file=sys.stderr,
     )
     split = report.get("split")
-    if isinstance(split, dict):
+    if isinstance(split, dict) and all(k in split for k in ("figures", "split", "panels", "whole")):
         split_skips = ", ".join(f"{k}={v}" for k, v in split.get("skipped", {}).items()) or "none"
         print(
             f"split: {split['figures']} figures, {split['split']} split into {split['panels']} panels, "
-            f"{split['whole']} kept whole ({split['not_compound']} not compound, {split['unmatched']} unmatched); "
+            f"{split['whole']} kept whole ({split.get('not_compound', 0)} not compound, "
+            f"{split.get('unmatched', 0)} unmatched); "
             f"skipped: {split_skips}",
             file=sys.stderr,
         )

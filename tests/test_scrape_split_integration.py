@@ -74,12 +74,9 @@ def compound_world(services: FakeServices) -> dict:
 
     labelled, labelled_boxes = compose(["A", "B"], ["ct", "mri"], seed=1)
     lower, lower_boxes = compose(["a", "b", "c"], ["mri", "ultrasound", "ct"], seed=2)
+    items = ["Axial CT without contrast.", "Axial T2-weighted MRI."]
     body = fig(
-        "F1",
-        "gr1",
-        list_item_caption("Brain MRI of a 40-year-old woman with headache.", ["Axial CT without contrast.",
-                                                                             "Axial T2-weighted MRI."]),
-        "Figure 1",
+        "F1", "gr1", list_item_caption("Brain MRI of a 40-year-old woman with headache.", items), "Figure 1"
     ) + fig("F2", "gr2", "(a) Sagittal MRI. (b) Doppler ultrasound of the neck. (c) Follow-up CT.", "Figure 2")
     services.articles["PMC3001"] = jats_article("PMC3001", f"<sec>{body}</sec>", doi="10.1/3001", pmid="33001")
     services.put_bucket_article(
@@ -240,7 +237,8 @@ def test_a_figure_that_cannot_be_split_stays_whole_with_its_full_caption(scraped
     assert len(split_caption(parent["caption"])) == 2  # the caption names panels A and B ...
     rows = [r for r in read_json(out / "pretrain.json") if r["parent"] == parent["image"]]
     assert len(rows) == 1  # ... but the image is one picture: one record, whole, the caption untouched
-    assert rows[0]["caption"] == parent["caption"] == "(A) Coronal CT of the abdomen. (B) Sagittal reformation of the spine."
+    full = "(A) Coronal CT of the abdomen. (B) Sagittal reformation of the spine."
+    assert rows[0]["caption"] == parent["caption"] == full
     assert (rows[0]["alignment"], rows[0]["label"], rows[0]["box"]) == ("whole", None, [0, 0, 200, 150])
     assert read_json(out / "report.json")["split"]["unmatched"] == 1
 
