@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Keyword -> PubMed Central figures with captions, downloaded, verified, resumable, polite.
 
-All in one (search, fetch, download, clean, split, lists)::
+All in one (search, fetch, download, clean, split, lists; ``--no_split`` keeps figures whole)::
 
     python scrape.py --query "brain MRI" --num 1000 --out data/pubmed --email you@lab.org [--api-key KEY]
     python scrape.py --query "chest x-ray" --num 500 --out data/openi --source openi
@@ -112,7 +112,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_required: bool 
         help="figure-caption pairs to collect (0 = no limit); default: what this folder was started with, else 1000",
     )
     _add(parser, "--min_words", type=int, default=3, help="drop captions shorter than this many words (default 3)")
-    _add(parser, "--workers", type=int, default=8, help="concurrent downloads, all within the rate limits (default 8)")
+    _add(
+        parser,
+        "--workers",
+        type=int,
+        default=8,
+        help="concurrent download threads, all within the rate limits (default 8)",
+    )
     polite = parser.add_argument_group("polite access (NCBI rules: 3 requests/s, 10 with an API key)")
     _add(polite, "--email", default=os.environ.get("NCBI_EMAIL", ""), help="your e-mail, sent to NCBI (env NCBI_EMAIL)")
     _add(polite, "--api_key", default=os.environ.get("NCBI_API_KEY", ""), help="NCBI API key (env NCBI_API_KEY)")
@@ -181,6 +187,13 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     add_job_arguments(main, local=True)
     add_common_arguments(main)
     add_list_arguments(main)
+    _add(
+        main,
+        "--split_workers",
+        type=int,
+        default=None,
+        help="processes for the split step (panel detection + OCR are CPU work; default: one per CPU core, at most 8)",
+    )
     steps: dict[str, argparse.ArgumentParser] = {}
     for name, help_text in (
         ("search", "find articles (pmc) or figures (openi) for --query"),
@@ -261,6 +274,7 @@ def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
         fallback=not args.no_fallback,
         max_failures_in_a_row=args.max_failures,
         split=not getattr(args, "no_split", False),
+        split_workers=getattr(args, "split_workers", None),
         split_ratios=tuple(getattr(args, "split_ratio", (0.8, 0.1, 0.1))),
         seed=getattr(args, "seed", 0),
         progress=not args.no_progress and sys.stderr.isatty(),
@@ -340,6 +354,16 @@ def _print_summary(report: dict[str, Any]) -> None:
         f"downloaded {figures['downloaded']}, pending {figures['pending']}; skipped: {skipped}",
         file=sys.stderr,
     )
+    split = report.get("split")
+    if isinstance(split, dict) and all(k in split for k in ("figures", "split", "panels", "whole")):
+        split_skips = ", ".join(f"{k}={v}" for k, v in split.get("skipped", {}).items()) or "none"
+        print(
+            f"split: {split['figures']} figures, {split['split']} split into {split['panels']} panels, "
+            f"{split['whole']} kept whole ({split.get('not_compound', 0)} not compound, "
+            f"{split.get('unmatched', 0)} unmatched); "
+            f"skipped: {split_skips}",
+            file=sys.stderr,
+        )
     if report.get("lists"):
         print(f"lists: {report['lists']}", file=sys.stderr)
 
@@ -360,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     if name == "figures":
         return print_figures(args.xml)
     if name == "split":
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
         return int(args._split_run(args) or 0)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     try:

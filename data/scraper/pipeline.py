@@ -20,6 +20,7 @@ Output folder::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -62,6 +63,7 @@ __all__ = [
 log = logging.getLogger("medvlp.scrape")
 SOURCES = {"pmc": PmcSource, "openi": OpeniSource, "local": LocalSource}
 NCBI_MAX_RATE = {False: 3.0, True: 10.0}  # requests/s without / with an API key
+MAX_SPLIT_WORKERS = 8  # each split process holds its own OCR engine (~100 MB)
 
 
 class ConfigError(ValueError):
@@ -99,6 +101,7 @@ class ScrapeConfig:
     fallback: bool = True
     max_failures_in_a_row: int = 50
     split: bool = True
+    split_workers: int | None = None  # None: one process per CPU core, at most MAX_SPLIT_WORKERS
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     progress: bool = True
@@ -112,6 +115,8 @@ class ScrapeConfig:
             raise ConfigError(f"--max_failures must be >= 1, got {self.max_failures_in_a_row}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.split_workers is not None and self.split_workers < 1:
+            raise ConfigError(f"--split_workers must be >= 1, got {self.split_workers}")
         if self.min_words < 0:
             raise ConfigError(f"--min_words must be >= 0, got {self.min_words}")
         for name in ("openi_rate", "bucket_rate"):
@@ -129,6 +134,14 @@ class ScrapeConfig:
                     f"--ncbi_rate {self.ncbi_rate} breaks NCBI's usage rules: at most {allowed:g} requests/s "
                     + ("with an API key" if self.api_key else "without an API key (get one for 10/s)")
                 )
+
+    @property
+    def effective_split_workers(self) -> int:
+        """Splitting is CPU work (panel cuts + OCR): one process per core, not one per download thread."""
+        if self.split_workers is not None:
+            return self.split_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, MAX_SPLIT_WORKERS))
 
     @property
     def effective_ncbi_rate(self) -> float:
@@ -431,11 +444,23 @@ def step_split(ctx: ScrapeContext) -> dict[str, Any]:
     if not figures_json.is_file():
         raise ConfigError(f"{figures_json}: missing; run the clean step first")
     report = split_dataset(
-        figures_json, ctx.out / "subfigures", image_root=None, workers=ctx.config.workers, progress=ctx.config.progress
+        figures_json,
+        ctx.out / "subfigures",
+        image_root=None,
+        workers=ctx.config.effective_split_workers,
+        progress=ctx.config.progress,
     )
     ctx.results["split"] = report
-    ctx.manifest.set_meta("step_split", report)
     return report
+
+
+def _split_report(out: Path) -> dict[str, Any] | None:
+    """The counts of the last split into ``OUT/subfigures`` (by the split step or ``scrape.py split``)."""
+    try:
+        report = json.loads((out / "subfigures" / "split_report.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def step_lists(ctx: ScrapeContext) -> dict[str, Any]:
@@ -542,7 +567,7 @@ def build_report(ctx: ScrapeContext, status: str) -> dict[str, Any]:
             "failed_will_retry": figures.get("failed", {}),
         },
         "clean": manifest.get_meta("step_clean"),
-        "split": manifest.get_meta("step_split") if cfg.split else "disabled (--no_split)",
+        "split": _split_report(ctx.out) if cfg.split else "disabled (--no_split)",
         "lists": manifest.get_meta("step_lists"),
         "this_run": {
             **{k: v for k, v in ctx.results.items() if k in ("search", "fetch", "download", "stopped")},
