@@ -32,7 +32,7 @@ def write_tiny_dataset(folder: Path, n: int = 16, seed: int = 0) -> Path:
 def write_tokenizer(folder: Path) -> Path:
     out = folder / "tokenizer"
     if not out.exists():
-        train_wordpiece_tokenizer(TEST_CAPTIONS + [f"case {i}" for i in range(64)], out, vocab_size=150)
+        train_wordpiece_tokenizer(TEST_CAPTIONS + [f"case {i}" for i in range(64)], out, deterministic=True)
     return out
 
 
