@@ -191,7 +191,13 @@ def _train(cfg: dict[str, Any], info: DistInfo, resume: bool, stop: StopRequest)
 
     start_epoch, start_step, global_step = 0, 0, 0
     run_skips = SkipCounter()
-    resumed_from = find_resume_checkpoint(output_dir) if resume else None
+    existing = find_resume_checkpoint(output_dir)
+    if existing is not None and not resume:
+        raise TrainingError(
+            f"{output_dir} already holds a run ({existing.name}); continue it with --resume "
+            "or choose another --output_dir"
+        )
+    resumed_from = existing if resume else None
     if resumed_from is not None:
         checkpoint = load_checkpoint(resumed_from)
         try:
