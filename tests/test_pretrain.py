@@ -182,3 +182,39 @@ def test_mixed_precision_on_cpu(tmp_path, precision):
     assert result.global_step == 2  # 4 micro-batches / 2
     (epoch,) = epoch_lines(config["output_dir"])
     assert all(torch.isfinite(torch.tensor(epoch[k])) for k in ("train_loss_ita", "train_loss_itm", "train_loss_lm"))
+
+
+def test_fresh_run_into_a_used_output_dir_is_refused(tmp_path):
+    config = tiny_pretrain_config(tmp_path, max_epoch=1)
+    run_pretraining(config)
+    before = (Path(config["output_dir"]) / "checkpoint_last.pth").read_bytes()
+    with pytest.raises(TrainingError, match="already holds a run .*--resume"):
+        run_pretraining(config)
+    assert (Path(config["output_dir"]) / "checkpoint_last.pth").read_bytes() == before  # nothing overwritten
+
+
+def test_eval_file_recall_is_logged_each_epoch_and_printed_next_to_chance(tmp_path, capsys):
+    train = write_tiny_dataset(tmp_path / "data", n=16)
+    records = json.loads(train.read_text())
+    test_list = tmp_path / "data" / "test.json"  # BLIP's retrieval format: one image, a list of captions
+    test_list.write_text(json.dumps([{"image": r["image"], "caption": [r["caption"]]} for r in records[:10]]))
+    config = tiny_pretrain_config(tmp_path, train_file=str(train), eval_file=str(test_list))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    import pretrain
+
+    assert pretrain.main(["--config", str(config_path)]) == 0
+    epochs = epoch_lines(config["output_dir"])
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    for epoch in epochs:
+        # 10 images, one caption each: chance R@K = K / 10, and a recall is a multiple of 10 %
+        assert [epoch[f"chance_txt_r{k}"] for k in (1, 5, 10)] == pytest.approx([10.0, 50.0, 100.0])
+        assert [epoch[f"chance_img_r{k}"] for k in (1, 5, 10)] == pytest.approx([10.0, 50.0, 100.0])
+        for key in ("txt", "img"):
+            values = [epoch[f"eval_{key}_r{k}"] for k in (1, 5, 10)]
+            assert values == sorted(values) and values[-1] == pytest.approx(100.0)
+            assert all(abs(v / 10 - round(v / 10)) < 1e-6 for v in values)
+    printed = capsys.readouterr().out
+    assert f"zero-shot ITC retrieval on {test_list} (after epoch 1)" in printed
+    assert "image -> text chance     10.0%   50.0%  100.0%" in printed
+    assert "text -> image chance     10.0%   50.0%  100.0%" in printed
