@@ -240,7 +240,9 @@ def _train(cfg: dict[str, Any], info: DistInfo, resume: bool, stop: StopRequest)
 
     zero = torch.zeros((), device=device)
     nonfinite_run, nonfinite_max, nonfinite_total = zero.clone(), zero.clone(), zero.clone()
-    result = RunResult(output_dir=output_dir, global_step=global_step, epoch=start_epoch, model=model)
+    # a resumed run that had already finished reports its last epoch, as the run that finished it did
+    last_epoch = min(start_epoch, max(cfg["max_epoch"] - 1, 0))
+    result = RunResult(output_dir=output_dir, global_step=global_step, epoch=last_epoch, model=model)
 
     def save(epoch: int, step_in_epoch: int, finished: bool) -> Path | None:
         states = gather_rng_states()  # collective
