@@ -10,15 +10,17 @@ install: $(STAMP)
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The main job on the embedded default data: phantom generation (skipped when present) and CPU pretraining.
+# --resume: a rerun continues (or, when finished, reports) the same run instead of refusing its output_dir.
 demo: $(STAMP)
-	@echo 'make demo: the pretraining demo lands with pretrain.py'
+	$(PY) -m data.phantom --out data/phantom_data --quiet
+	$(PY) pretrain.py --config configs/pretrain_demo.yaml --resume
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,7 +1,7 @@
 """Build a BLIP model from a config mapping: the entry point scripts and notebooks share.
 
 The config uses the same keys as the YAML training configs (see
-``docs/pretraining.md``); only the model keys are read here::
+the README); only the model keys are read here::
 
     model = build_model("pretrain", {
         "med_config": "configs/med_config.json",   # or an inline mapping of MedConfig keys

@@ -145,10 +145,10 @@ def test_shipped_configs_are_valid_and_med_config_is_blips():
 
 
 def test_docs_cover_every_key_and_carry_the_generated_table():
-    docs = (REPO / "docs" / "pretraining.md").read_text()
+    docs = (REPO / "README.md").read_text()
     for key in PRETRAIN_SCHEMA:
         assert f"`{key.name}`" in docs, key.name
-    assert schema_markdown() in docs, "docs/pretraining.md is stale: paste `python -m utils.config --markdown`"
+    assert schema_markdown() in docs, "README.md is stale: paste `python -m utils.config --markdown`"
 
 
 def test_cli(tmp_path, capsys):

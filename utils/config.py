@@ -6,7 +6,7 @@ the pretrain config is declared once (type, default, one-line doc) in
 :data:`PRETRAIN_SCHEMA`; loading rejects unknown keys with a did-you-mean
 suggestion and wrong types with the key and where it came from (file and line,
 or the command-line override), and fills in the defaults. The same schema
-generates the key table in ``docs/pretraining.md``
+generates the key table in the README
 (``python -m utils.config --markdown``).
 
 The result is a plain ``dict`` of plain values, so it goes into checkpoints
