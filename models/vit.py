@@ -13,6 +13,7 @@ copy of BLIP's ViT file. Two BLIP features are added on top:
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Any, Mapping
 
@@ -74,9 +75,9 @@ def build_vit(
     [, ``mlp_ratio``, ``qkv_bias``]) for tiny test models. Weights are random;
     load them with ``models.checkpoint`` or :func:`load_timm_pretrained`.
 
-    ``grad_ckpt``: checkpoint the last ``ckpt_layer`` blocks, or every block
-    when ``ckpt_layer`` is 0 (BLIP checkpointed none in that case, which made
-    the flag a no-op).
+    ``grad_ckpt``: checkpoint the last ``ckpt_layer`` blocks, as BLIP's
+    ``vit_ckpt_layer`` (0 checkpoints none, as in BLIP, and warns); -1 checkpoints
+    every block.
     """
     if isinstance(vit, Mapping):
         unknown = set(vit) - _SHAPE_KEYS
@@ -95,9 +96,16 @@ def build_vit(
 
     if grad_ckpt:
         depth = len(model.blocks)
-        if not 0 <= ckpt_layer <= depth:
-            raise ValueError(f"vit_ckpt_layer={ckpt_layer} is outside 0..{depth} (the ViT has {depth} blocks)")
-        model.blocks = CheckpointedBlocks(model.blocks, ckpt_layer or depth)
+        if not -1 <= ckpt_layer <= depth:
+            raise ValueError(
+                f"vit_ckpt_layer={ckpt_layer} is outside -1..{depth} (the ViT has {depth} blocks; -1 means all)"
+            )
+        if ckpt_layer == 0:
+            warnings.warn("vit_grad_ckpt is on but vit_ckpt_layer is 0: no ViT block is checkpointed (BLIP's "
+                          "meaning); set vit_ckpt_layer to N for the last N blocks or -1 for every block",
+                          stacklevel=2)
+        else:
+            model.blocks = CheckpointedBlocks(model.blocks, depth if ckpt_layer == -1 else ckpt_layer)
     return model, model.embed_dim
 
 

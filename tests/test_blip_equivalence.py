@@ -67,7 +67,7 @@ def test_itm_and_itc_match_transformers(tokenizer, hf_retrieval, batch, attn_imp
     tol = TOLERANCE[attn_impl]
     assert hf_itm.abs().max() > 0.1  # non-trivial outputs
     assert (hf_itm - our_itm).abs().max() <= tol
-    # transformers pairs image i with text i; ours gives the full matrix: compare its diagonal
+    # transformers returns the full image x text similarity matrix without temperature, as ours does
     assert hf_itc.shape == (3, 3) and our_itc.shape == (3, 3)
     assert (hf_itc - our_itc).abs().max() <= tol
 

@@ -18,7 +18,7 @@ def test_blip_key_names_and_width():
     assert out.shape == (2, 1 + 16, 24)
 
 
-@pytest.mark.parametrize("ckpt_layer, expected_calls", [(1, 1), (0, 2)])
+@pytest.mark.parametrize("ckpt_layer, expected_calls", [(1, 1), (2, 2), (-1, 2)])
 def test_checkpointing_last_blocks_keeps_outputs_and_grads(ckpt_layer, expected_calls, monkeypatch):
     torch.manual_seed(0)
     plain, _ = build_vit(dict(TINY_VIT), 32)
@@ -47,8 +47,11 @@ def test_checkpointing_last_blocks_keeps_outputs_and_grads(ckpt_layer, expected_
 def test_timm_name_and_errors():
     model, width = build_vit("vit_tiny_patch16_224", 32)
     assert width == 192 and model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 5, 192)
-    with pytest.raises(ValueError, match="outside 0..2"):
+    with pytest.raises(ValueError, match="outside -1..2"):
         build_vit(dict(TINY_VIT), 32, grad_ckpt=True, ckpt_layer=3)
+    with pytest.warns(UserWarning, match="no ViT block is checkpointed"):  # BLIP's meaning of 0
+        model, _ = build_vit(dict(TINY_VIT), 32, grad_ckpt=True, ckpt_layer=0)
+    assert not isinstance(model.blocks, vit_module.CheckpointedBlocks)
     with pytest.raises(ValueError, match="unknown shape keys"):
         build_vit(dict(TINY_VIT, heads=3), 32)
     with pytest.raises(ValueError, match="lacks"):

@@ -87,7 +87,8 @@ PRETRAIN_SCHEMA: tuple[Key, ...] = (
     # model
     Key("vit", "str|mapping", "base", "Image encoder: base | large | a timm ViT name | {patch_size, embed_dim, depth, num_heads[, mlp_ratio]}."),
     Key("vit_grad_ckpt", "bool", False, "Gradient checkpointing in the ViT blocks."),
-    Key("vit_ckpt_layer", "int", 0, "Checkpoint the last N ViT blocks (0 with vit_grad_ckpt: all).", minimum=0),
+    Key("vit_ckpt_layer", "int", 0, "With vit_grad_ckpt: checkpoint the last N ViT blocks (0: none, as BLIP; -1: all).",
+        minimum=-1),
     Key("vit_drop_path_rate", "float", 0.0, "Stochastic depth rate of the ViT.", minimum=0.0),
     Key("vit_init", "str", None, "ViT initial weights: a timm pretrained name or a file; null: random init.", nullable=True),
     Key("med_config", "str|mapping", "configs/med_config.json", "BLIP med_config.json-style BERT config of the text encoder/decoder (a path, or the keys inline)."),
