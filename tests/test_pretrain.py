@@ -176,9 +176,10 @@ def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_on_cpu(tmp_path, precision):
+def test_mixed_precision_on_cpu(tmp_path, precision, capsys):
     config = tiny_pretrain_config(tmp_path, max_epoch=1, precision=precision, grad_accum_steps=2, grad_clip=1.0)
     result = run_pretraining(config)
+    assert f"precision {precision} on CPU runs, but" in capsys.readouterr().out  # the user is told it is slow
     assert result.global_step == 2  # 4 micro-batches / 2
     (epoch,) = epoch_lines(config["output_dir"])
     assert all(torch.isfinite(torch.tensor(epoch[k])) for k in ("train_loss_ita", "train_loss_itm", "train_loss_lm"))

@@ -228,6 +228,10 @@ def _train(cfg: dict[str, Any], info: DistInfo, resume: bool, stop: StopRequest)
         logger.write(f"MedVLP pretraining: {len(dataset)} pairs, {info.world_size} process(es) on {device.type}, "
                      f"{n_params / 1e6:.1f}M trainable parameters, precision {cfg['precision']}, "
                      f"{steps_per_epoch} steps/epoch")
+        if device.type == "cpu" and cfg["precision"] != "fp32":
+            logger.write(f"note: precision {cfg['precision']} on CPU runs, but without native bf16/fp16 matmul "
+                         "instructions it is far slower than fp32 (about 15x on an AVX2 CPU, "
+                         "docs/benchmarks/pretrain.md); it is meant for GPUs")
         if dataset.load_skips.total:
             logger.write(f"at load: {dataset.load_skips.summary('records')}")
         if resumed_from is not None:
