@@ -8,10 +8,8 @@ by POST, batches instead of one request per article.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from lxml import etree
 
@@ -50,15 +48,8 @@ class SearchPage:
     ids: list[str]  # "PMC123" form
 
 
-def _json(response: Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-
-
 def _validate_esearch(response: Response) -> None:
-    data = _json(response)
+    data = response.json()
     if not isinstance(data, dict) or not isinstance(data.get("esearchresult"), dict):
         raise ValueError("JSON without an 'esearchresult' object")
 
@@ -83,7 +74,7 @@ def esearch(client: HttpClient, config: EutilsConfig, term: str, *, retstart: in
     )
     if response.status != 200:
         raise FetchError(f"http_{response.status}", f"esearch {response.url}: HTTP {response.status}")
-    result = _json(response)["esearchresult"]
+    result = response.json()["esearchresult"]
     if result.get("ERROR"):
         raise EutilsError(f"esearch rejected the query {term!r}: {result['ERROR']}")
     try:

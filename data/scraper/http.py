@@ -17,6 +17,7 @@ stays valid and a rerun resumes.
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import re
 import threading
@@ -176,6 +177,13 @@ class Response:
 
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The parsed body; ``ValueError("not JSON: ...")`` (a validation failure, retried) if it is not."""
+        try:
+            return json.loads(self.content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from None
 
 
 @dataclass

@@ -21,7 +21,6 @@ package is ever written under a name taken from the archive.
 from __future__ import annotations
 
 import io
-import json
 import re
 import tarfile
 import threading
@@ -30,7 +29,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from lxml import etree
 
@@ -138,15 +137,8 @@ class ArticleMedia:
         return self.files[name] if name else None
 
 
-def _json(response: Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-
-
 def _validate_metadata(response: Response) -> None:
-    if response.status == 200 and not isinstance(_json(response), dict):
+    if response.status == 200 and not isinstance(response.json(), dict):
         raise ValueError("metadata is not a JSON object")
 
 
@@ -237,7 +229,7 @@ class BucketResolver:
             return None
         if response.status != 200:
             raise FetchError(f"http_{response.status}", f"bucket metadata {response.url}: HTTP {response.status}")
-        meta = _json(response)
+        meta = response.json()
         urls = meta.get("media_urls")
         if not isinstance(urls, list):
             keys, _ = self._list(f"{pmcid}.{version}/", None)

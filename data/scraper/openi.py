@@ -11,7 +11,6 @@ items than asked, so the next page starts after the ``max`` it reports.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +44,7 @@ class OpeniPage:
 
 
 def _validate(response: Response) -> None:
-    try:
-        data = json.loads(response.content)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
+    data = response.json()
     if not isinstance(data, dict) or not isinstance(data.get("list", []), list):
         raise ValueError("JSON without a 'list' array")
 
@@ -67,7 +63,7 @@ def search_page(client: HttpClient, config: OpeniConfig, query: str, *, start: i
     response = client.fetch(f"{config.base_url}/api/search", service="openi", params=params, validate=_validate)
     if response.status != 200:
         raise FetchError(f"http_{response.status}", f"Open-i {response.url}: HTTP {response.status}")
-    data = json.loads(response.content)
+    data = response.json()
     items = [item for item in data.get("list") or [] if isinstance(item, dict)]
     try:
         total = int(data.get("total", 0))
