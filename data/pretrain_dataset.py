@@ -26,7 +26,6 @@ forked DataLoader workers do not copy the annotation list page by page
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
@@ -44,6 +43,7 @@ from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image
 from data.sampler import ResumableDistributedSampler
 from data.transforms import build_image_transform
 from utils.distributed import all_gather_object
+from utils.json_file import read_json_file
 
 __all__ = [
     "DatasetError",
@@ -151,18 +151,7 @@ class _StringTable:
 
 def _read_json_list(path: Path) -> list:
     """The parsed top-level list, or a DatasetError naming the file (and line/column)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file not found") from None
-    except IsADirectoryError:
-        raise DatasetError(f"{path}: is a directory, expected a JSON annotation file") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 text ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    data = read_json_file(path, what="annotation file", error=DatasetError, missing=DatasetError)
     if not isinstance(data, list):
         raise DatasetError(
             f"{path}: expected a JSON list of {{\"image\", \"caption\"}} records, got a {type(data).__name__}"

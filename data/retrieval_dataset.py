@@ -9,7 +9,6 @@ fails with its index -- an evaluation split must be complete to be comparable.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,6 +17,7 @@ from torch.utils.data import Dataset
 
 from data.captions import pre_caption
 from data.image_io import DEFAULT_MAX_PIXELS, open_image
+from utils.json_file import read_json_file
 
 __all__ = ["RetrievalEvalDataset", "RetrievalDataError"]
 
@@ -39,12 +39,7 @@ class RetrievalEvalDataset(Dataset):
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         path = Path(ann_file)
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RetrievalDataError(f"{path}: evaluation file not found") from None
-        except json.JSONDecodeError as exc:
-            raise RetrievalDataError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+        records = read_json_file(path, what="evaluation file", error=RetrievalDataError, missing=RetrievalDataError)
         if not isinstance(records, list) or not records:
             raise RetrievalDataError(f"{path}: expected a non-empty JSON list of {{image, caption: [...]}}")
         root = Path(image_root) if image_root is not None else path.parent

@@ -19,7 +19,6 @@ together with their gradients.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any, Mapping, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from utils.json_file import read_json_file
 
 __all__ = [
     "MedConfig",
@@ -97,12 +98,7 @@ class MedConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "MedConfig":
         path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"med config file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        values = read_json_file(path, what="med config file")
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a JSON object of config keys")
         return cls.from_dict(values, source=str(path))

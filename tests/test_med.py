@@ -84,7 +84,7 @@ def test_gradcam_attention_map_and_gradients():
 def test_config_errors(tmp_path):
     bad = tmp_path / "med.json"
     bad.write_text('{"hidden_size": 32,\n "num_attention_heads": }')
-    with pytest.raises(ValueError, match="line 2"):
+    with pytest.raises(ValueError, match=r"med.json:2:25: malformed JSON"):
         MedConfig.from_json(bad)
     with pytest.raises(FileNotFoundError, match="med config file not found"):
         MedConfig.from_json(tmp_path / "absent.json")

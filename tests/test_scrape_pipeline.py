@@ -395,5 +395,5 @@ def test_load_records_names_file_and_record(tmp_path):
     with pytest.raises(ValueError, match=r"figures.json: record 1 needs string 'image' and 'caption'"):
         load_records(bad)
     bad.write_text("[{]")
-    with pytest.raises(ValueError, match=r"figures.json: not valid JSON \(line 1"):
+    with pytest.raises(ValueError, match=r"figures.json:1:3: malformed JSON"):
         load_records(bad)

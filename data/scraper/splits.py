@@ -8,25 +8,20 @@ cut by count; with at least three articles, val and test get at least one.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 from typing import Any
 
 from utils.atomic import atomic_write_json
+from utils.json_file import read_json_file
 
 __all__ = ["load_records", "rebase_records", "split_by_article", "retrieval_lists", "write_lists", "article_key"]
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
     """A BLIP-format JSON list; clear error naming the file and the bad record."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    data = read_json_file(path, what="record list")
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     for index, record in enumerate(data):

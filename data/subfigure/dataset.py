@@ -33,6 +33,7 @@ from data.subfigure.align import align
 from data.subfigure.captions import split_caption
 from data.subfigure.figure import split_figure
 from utils.atomic import atomic_open, atomic_write_json
+from utils.json_file import read_json_file
 
 __all__ = ["split_dataset", "SUBFIGURES_FILE", "REPORT_FILE", "PROGRESS_FILE", "CROPS_DIR"]
 
@@ -185,13 +186,7 @@ def _load_progress(path: Path, out_dir: Path) -> dict[str, dict]:
 
 
 def _read_input(input_json: Path) -> list:
-    try:
-        with open(input_json, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{input_json}: input list not found") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{input_json}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    data = read_json_file(input_json, what="input list")
     if not isinstance(data, list):
         raise ValueError(f"{input_json}: expected a JSON list of {{'image', 'caption'}} records, got {type(data).__name__}")
     return data
