@@ -26,19 +26,10 @@ import importlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from bench.machine import cpu_name  # noqa: E402
 from data.phantom import generate_phantom_dataset  # noqa: E402
 
 importlib.import_module("models.tokenizer")  # imports transformers (~4 s) before timing: not generation work
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _disk_bytes(root: Path) -> int:
@@ -80,7 +71,7 @@ def main() -> int:
     table = header + "\n" + "\n".join(rows)
     text = (
         "# Phantom generator benchmark\n\n"
-        f"`python bench/bench_phantom.py` on {datetime.date.today().isoformat()}: {_cpu_name()}, "
+        f"`python bench/bench_phantom.py` on {datetime.date.today().isoformat()}: {cpu_name()}, "
         f"{os.cpu_count()} logical CPUs shared with other jobs (1-min load average {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after the runs, so timings are noisy and 2 workers cannot double the speed), "
         f"Python {platform.python_version()}, numpy {np.__version__}. "

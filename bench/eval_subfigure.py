@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_name  # noqa: E402
 from data.subfigure.align import align  # noqa: E402
 from data.subfigure.captions import split_caption  # noqa: E402
 from data.subfigure.dataset import _process, _record_key  # noqa: E402
@@ -59,16 +60,6 @@ def _pin_one_core() -> str:
         os.sched_setaffinity(0, {cpu})
         return f"pinned to CPU {cpu}"
     return "not pinned (no sched_setaffinity)"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _with_label(box, label_box):
@@ -207,7 +198,7 @@ def render(fig: dict, cap: dict, timing: dict, args, pinned: str, seconds: float
         "# Subfigure splitter benchmark",
         "",
         f"Command: `python bench/eval_subfigure.py --figures {args.figures} --seed {args.seed} --timing {args.timing}`  ",
-        f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs (shared with other jobs while measured, so times are noisy); "
+        f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs (shared with other jobs while measured, so times are noisy); "
         f"timing {pinned}, 1 thread. Python {platform.python_version()}. Benchmark wall time {seconds:.0f} s.",
         "",
         "Synthetic figures come from `data/subfigure/synthetic.py` (real images shipped in scikit-image/matplotlib, "
