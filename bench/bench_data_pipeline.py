@@ -80,10 +80,10 @@ def main() -> int:
             rate = _rate(lambda: [ds[(i, 0)] for i in range(len(ds))], len(ds), args.repeats)
             rows.append((f"{label}, 1 process", f"{rate:.0f}"))
         ds = PretrainDataset(ann, build_image_transform("pretrain", args.image_size))
-        loader, sampler = build_pretrain_loader(ds, batch_size=20, num_workers=args.workers, seed=0)
-        sampler.set_epoch(0)
+        loader = build_pretrain_loader(ds, batch_size=20, num_workers=args.workers, seed=0)
+        loader.set_epoch(0)
         list(loader)  # start the persistent workers
-        n = len(sampler) // 20 * 20
+        n = len(loader) * 20
 
         def epoch() -> None:
             for _ in loader:

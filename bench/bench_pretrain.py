@@ -1,6 +1,6 @@
 """Pretraining throughput and peak memory of the demo model on this machine, per precision and attention path.
 
-Each variant runs ``pretrain.py``'s training loop (utils.trainer.run_pretraining) in its own process on the
+Each variant runs ``pretrain.py``'s training loop (tasks.pretrain.run_pretraining) in its own process on the
 first ``--steps`` batches of the phantom data, so peak RSS is that variant's own. Samples/s is taken from
 ``log.txt`` over the steps after the first logging interval (warm-up excluded).
 
@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from utils.atomic import atomic_write_text  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from engine.config import load_config  # noqa: E402
+from tasks.pretrain import PRETRAIN_SCHEMA  # noqa: E402
 
 VARIANTS = [  # (label, overrides)
     ("fp32, SDPA", ["precision=fp32", "attn_impl=sdpa"]),
@@ -39,9 +40,9 @@ VARIANTS = [  # (label, overrides)
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from utils.config import load_config
-from utils.trainer import run_pretraining
-config = load_config({config!r}, {overrides!r})
+from engine.config import load_config
+from tasks.pretrain import PRETRAIN_SCHEMA, run_pretraining
+config = load_config({config!r}, {overrides!r}, PRETRAIN_SCHEMA)
 start = time.perf_counter()
 result = run_pretraining(config)
 print(json.dumps({{"seconds": time.perf_counter() - start, "steps": result.global_step,
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "pretrain.md"))
     args = parser.parse_args(argv)
 
-    base = load_config(ROOT / args.config)
+    base = load_config(ROOT / args.config, schema=PRETRAIN_SCHEMA)
     train_file = ROOT / base["train_file"][0]
     if not train_file.exists():
         raise SystemExit(f"{train_file} not found: run `python -m data.phantom --out data/phantom_data` first")

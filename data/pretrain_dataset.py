@@ -29,20 +29,20 @@ import contextlib
 import os
 import random
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from data.captions import pre_caption
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image
-from data.sampler import ResumableDistributedSampler
+from data.loader import ResumableLoader
 from data.transforms import build_image_transform
-from utils.distributed import all_gather_object
+from engine.skips import SkipCounter
+from utils.errors import DatasetError
 from utils.json_file import read_json_file
 
 __all__ = [
@@ -56,78 +56,6 @@ __all__ = [
     "build_pretrain_dataset",
     "build_pretrain_loader",
 ]
-
-
-class DatasetError(ValueError):
-    """An annotation file that cannot be used at all (raised at start, never mid-run)."""
-
-
-# -- skip accounting ----------------------------------------------------------
-
-
-class SkipCounter:
-    """Counts skipped records by reason and keeps the first few offenders.
-
-    ``where`` is an image path for run-time skips and ``file[index]`` for
-    records dropped at load. Plain types only, so its state goes into
-    checkpoints loaded with ``weights_only=True``.
-    """
-
-    def __init__(self, max_examples: int = 5):
-        self.max_examples = max_examples
-        self.counts: Counter[str] = Counter()
-        self.examples: list[tuple[str, str]] = []
-
-    def add(self, reason: str, where: str) -> None:
-        self.counts[reason] += 1
-        if len(self.examples) < self.max_examples:
-            self.examples.append((reason, where))
-
-    def update(self, records: Iterable[Sequence[str]]) -> None:
-        """Add ``(reason, where)`` pairs, e.g. a batch's ``batch["skipped"]``."""
-        for reason, where in records:
-            self.add(reason, where)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def reset(self) -> None:
-        self.counts.clear()
-        self.examples.clear()
-
-    def merged_across_ranks(self) -> "SkipCounter":
-        """Sum of every rank's counter (a collective: call on all ranks; identity without DDP)."""
-        merged = SkipCounter(self.max_examples)
-        for state in all_gather_object(self.state_dict()):
-            other = SkipCounter.from_state_dict(state)
-            merged.counts.update(other.counts)
-            for reason, where in other.examples:
-                if len(merged.examples) < merged.max_examples:
-                    merged.examples.append((reason, where))
-        return merged
-
-    def summary(self, what: str = "samples") -> str:
-        """One line for logs: ``3 samples skipped (missing 2, truncated 1); first: ...``."""
-        if not self.total:
-            return f"0 {what} skipped"
-        by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(self.counts.items()))
-        first = "; ".join(f"{where} [{reason}]" for reason, where in self.examples)
-        return f"{self.total} {what} skipped ({by_reason}); first: {first}"
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "counts": dict(self.counts),
-            "examples": [list(pair) for pair in self.examples],
-            "max_examples": self.max_examples,
-        }
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> "SkipCounter":
-        counter = cls(int(state.get("max_examples", 5)))
-        counter.counts.update({str(k): int(v) for k, v in state["counts"].items()})
-        counter.examples = [(str(r), str(w)) for r, w in state["examples"]]
-        return counter
 
 
 # -- compact record storage -----------------------------------------------------
@@ -255,7 +183,8 @@ class PretrainDataset(Dataset):
     with_epoch=True)`` yields) -> ``{"image", "caption", "index", "skipped"}``, where ``index`` is
     the record actually used and ``skipped`` lists ``(reason, path)`` of the image that was
     replaced (empty normally). A replaced image is counted only when its own index is drawn, so
-    each bad record drawn in an epoch is counted exactly once across all ranks.
+    each bad record drawn in an epoch is counted exactly once across all ranks. When
+    ``max_attempts`` images in a row fail, the item is ``{"fatal": message, "skipped"}`` instead.
     """
 
     def __init__(
@@ -361,15 +290,23 @@ class PretrainDataset(Dataset):
                     img = ImageOps.mirror(img)
                     caption = swap_laterality(caption)
                 return {"image": self.transform(img), "caption": caption, "index": candidate, "skipped": skipped}
-        raise RuntimeError(
+        # Not raised: inside a DataLoader worker an exception reaches the training process as a
+        # re-raised copy with the worker's traceback in its text. The marker travels in the batch
+        # and the training loop stops every rank with this message (see engine.loop).
+        return {"fatal": (
             f"{self.max_attempts} images in a row could not be loaded (first: {self.image_path(index)}, "
-            f"{skipped[0][0]}); check image_root and the data "
-            f"({', '.join(map(str, self.ann_files))})"
-        )
+            f"{skipped[0][0]}); check image_root and the data ({', '.join(map(str, self.ann_files))})"
+        ), "skipped": skipped}
 
 
 def collate_pretrain(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack images; keep captions as a list; gather every sample's skip records into one list."""
+    """Stack images; keep captions as a list; gather every sample's skip records into one list.
+
+    A sample whose replacement chain ran out (``"fatal"``) turns the batch into ``{"fatal", "skipped"}``.
+    """
+    fatal = next((s["fatal"] for s in samples if "fatal" in s), None)
+    if fatal is not None:
+        return {"fatal": fatal, "skipped": [tuple(rec) for s in samples for rec in s["skipped"]]}
     return {
         "image": torch.stack([s["image"] for s in samples]),
         "caption": [s["caption"] for s in samples],
@@ -382,7 +319,7 @@ def collate_pretrain(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def build_pretrain_dataset(config: Mapping[str, Any]) -> PretrainDataset:
-    """The training dataset as the pretrain config describes it (keys of ``utils.config``'s schema).
+    """The training dataset as the pretrain config describes it (keys of ``engine.config``'s schema).
 
     The flip goes to the dataset (caption-aware), never to the image transform.
     """
@@ -417,6 +354,8 @@ class PretrainCollator:
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         batch = collate_pretrain(samples)
+        if "fatal" in batch:
+            return batch
         text = self.tokenizer(
             batch["caption"], padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
@@ -433,25 +372,18 @@ def build_pretrain_loader(
     pin_memory: bool = False,
     tokenizer: Any = None,
     max_length: int = 30,
-) -> tuple[DataLoader, ResumableDistributedSampler]:
+) -> ResumableLoader:
     """Training loader: resumable sharded sampler (drop_last), full batches only, skip records kept.
 
-    Call ``sampler.set_epoch(epoch)`` before iterating each epoch (and ``sampler.load_state_dict``
+    Call ``loader.set_epoch(epoch)`` before iterating each epoch (and ``loader.load_state_dict``
     before the first one when resuming). With a ``tokenizer``, batches also carry
     ``text_ids``/``text_atts`` (:class:`PretrainCollator`).
     """
-    sampler = ResumableDistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True, with_epoch=True)
-    loader = DataLoader(
+    return ResumableLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
         num_workers=num_workers,
+        seed=seed,
         pin_memory=pin_memory,
-        drop_last=True,
         collate_fn=collate_pretrain if tokenizer is None else PretrainCollator(tokenizer, max_length),
-        persistent_workers=num_workers > 0,
-        # The loader's own generator: creating an iterator must not draw from the global RNG,
-        # or a run resumed mid-epoch would see different dropout/negative-sampling draws.
-        generator=torch.Generator().manual_seed(seed),
     )
-    return loader, sampler

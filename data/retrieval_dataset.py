@@ -17,12 +17,13 @@ from torch.utils.data import Dataset
 
 from data.captions import pre_caption
 from data.image_io import DEFAULT_MAX_PIXELS, open_image
+from utils.errors import DatasetError
 from utils.json_file import read_json_file
 
 __all__ = ["RetrievalEvalDataset", "RetrievalDataError"]
 
 
-class RetrievalDataError(ValueError):
+class RetrievalDataError(DatasetError):
     """A retrieval evaluation file that cannot be used."""
 
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sized
 import torch
 from torch.utils.data import Sampler
 
-from utils.distributed import get_rank, get_world_size
+from engine.distributed import get_rank, get_world_size
 
 __all__ = ["ResumableDistributedSampler"]
 
@@ -38,7 +38,7 @@ class ResumableDistributedSampler(Sampler):
 
     Args:
         data: the dataset (anything with ``len``) or its length.
-        num_replicas, rank: default to ``utils.distributed`` (1 and 0 without a process group).
+        num_replicas, rank: default to ``engine.distributed`` (1 and 0 without a process group).
         shuffle: permute per epoch (``False``: dataset order).
         seed: the shuffle seed; must be the same on every rank.
         drop_last: cut the tail so all ranks get the same number of samples (use for training).

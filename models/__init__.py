@@ -5,10 +5,12 @@
 
 from models.blip_pretrain import BlipPretrain
 from models.blip_retrieval import BlipRetrieval, itc_similarity, itm_probability, itm_scores
-from models.build import build_model, med_config_from, unwrap
-from models.checkpoint import CheckpointError, LoadReport, load_checkpoint, save_checkpoint
+from engine.distributed import unwrap_model as unwrap
+from models.build import build_model, med_config_from
+from models.checkpoint import LoadReport, load_checkpoint, save_checkpoint
 from models.med import MedConfig
-from models.tokenizer import TokenizerError, load_tokenizer
+from models.tokenizer import load_tokenizer
+from utils.errors import CheckpointError, TokenizerError
 
 __all__ = [
     "BlipPretrain",

@@ -22,18 +22,20 @@ from models.losses import itm_loss, sample_hard_negatives
 from models.med import MedConfig, MedModel
 from models.tokenizer import SpecialTokenIds
 from models.vit import build_vit
-from utils.distributed import all_gather_with_grad, concat_all_gather, get_rank
+from engine.distributed import all_gather_with_grad, concat_all_gather, get_rank
 
 __all__ = ["BlipBase", "ring_enqueue"]
 
 
 @torch.no_grad()
-def ring_enqueue(queues: Sequence[torch.Tensor], values: Sequence[torch.Tensor], ptr: torch.Tensor) -> None:
+def ring_enqueue(queues: Sequence[torch.Tensor], values: Sequence[torch.Tensor], ptr: torch.Tensor,
+                 ok: torch.Tensor | None = None) -> None:
     """Write ``values[i]`` (N rows) as columns of ``queues[i]`` (D x Q) at ``ptr``, wrapping around.
 
     Any N works (BLIP asserted ``queue_size % batch == 0``, issue #101). When
-    N > Q only the last Q rows are kept. Non-finite features are not enqueued. Runs on
-    device: no host sync.
+    N > Q only the last Q rows are kept. Nothing is written when the features are
+    non-finite or ``ok`` (a 0-d bool tensor: the training step was finite) is False.
+    Runs on device: no host sync.
     """
     size = queues[0].shape[1]
     count = values[0].shape[0]
@@ -42,6 +44,8 @@ def ring_enqueue(queues: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
     # good: then the old columns are written back and the pointer stays.
     checks = [torch.isfinite(v).all() for v in values if v.is_floating_point()]
     finite = torch.stack(checks).all() if checks else torch.ones((), dtype=torch.bool, device=ptr.device)
+    if ok is not None:
+        finite = finite & ok.to(device=ptr.device, dtype=torch.bool).reshape(())
     positions = (ptr + (count - keep) + torch.arange(keep, device=ptr.device)) % size
     for queue, value in zip(queues, values):
         value = value[count - keep:]
@@ -101,6 +105,7 @@ class BlipBase(nn.Module):
         self.negative_all_rank = negative_all_rank
         self.max_length = max_length
         self._momentum_names: tuple[str, ...] = ()
+        self._pending_enqueue: list[list[torch.Tensor]] = []
 
     # ----- momentum encoders -------------------------------------------------
     def _create_momentum_copies(self, names: Sequence[str]) -> None:
@@ -128,6 +133,31 @@ class BlipBase(nn.Module):
             shadow.extend(getattr(self, f"{name}_m").parameters())
         if shadow:
             torch._foreach_lerp_(shadow, online, 1.0 - self.momentum)
+
+    # ----- feature queues ------------------------------------------------------
+    def _queues(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(queue buffers in the order of the enqueued values, pointer buffer)."""
+        raise NotImplementedError
+
+    def enqueue(self, values: Sequence[torch.Tensor], defer: bool) -> None:
+        """Enqueue this step's (world-gathered) momentum features now, or hold them for :meth:`commit_queue`.
+
+        The training loop defers: whether a step was finite (losses and gradients) is known only
+        after the backward pass, and a skipped step's features must not enter the queue.
+        """
+        if defer:
+            self._pending_enqueue.append(list(values))
+        else:
+            queues, ptr = self._queues()
+            ring_enqueue(queues, values, ptr)
+
+    @torch.no_grad()
+    def commit_queue(self, finite: torch.Tensor | None = None) -> None:
+        """Enqueue the held features of the step's micro-batches, in order, if ``finite`` (on device)."""
+        queues, ptr = self._queues()
+        for values in self._pending_enqueue:
+            ring_enqueue(queues, values, ptr, ok=finite)
+        self._pending_enqueue.clear()
 
     # ----- features -----------------------------------------------------------
     def encode_image(self, image: torch.Tensor, momentum: bool = False) -> torch.Tensor:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from models.blip_base import BlipBase, ring_enqueue
-from models.losses import distilled_targets, itc_loss
+from models.blip_base import BlipBase
+from models.losses import distilled_targets, itc_loss, similarity_logits
 from models.med import MedLMHeadModel, MedModel
-from utils.distributed import concat_all_gather
+from engine.distributed import concat_all_gather
 
 __all__ = ["BlipPretrain", "tie_encoder_decoder"]
 
@@ -46,12 +46,19 @@ class BlipPretrain(BlipBase):
         self.register_buffer("text_queue", F.normalize(torch.randn(embed_dim, self.queue_size), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 
+    def _queues(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return [self.image_queue, self.text_queue], self.queue_ptr
+
     def forward(
-        self, image: torch.Tensor, text_ids: torch.Tensor, text_atts: torch.Tensor, alpha: float
+        self, image: torch.Tensor, text_ids: torch.Tensor, text_atts: torch.Tensor, alpha: float,
+        *, update_momentum: bool = True, defer_enqueue: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Return ``{"loss_ita", "loss_itm", "loss_lm"}`` for a batch.
 
         ``text_ids`` start with [CLS] and are padded with [PAD] (``text_atts`` 0).
+        ``update_momentum``: take the momentum encoders' EMA step first (BLIP: every call; the
+        training loop: once per optimizer step). ``defer_enqueue``: hold this batch's momentum
+        features until :meth:`commit_queue` (the loop enqueues only finite steps).
         """
         self.clamp_temperature()
         batch = image.shape[0]
@@ -63,32 +70,29 @@ class BlipPretrain(BlipBase):
 
         # ----- ITC with momentum distillation -----
         with torch.no_grad():
-            self.momentum_update()
+            if update_momentum:
+                self.momentum_update()
             image_feat_m = self.image_features(self.encode_image(image, momentum=True), momentum=True)
             text_feat_m = self.text_features(self.encode_text(text_ids, text_atts, momentum=True), momentum=True)
             image_feat_all = torch.cat([image_feat_m.t(), self.image_queue.clone()], dim=1)
             text_feat_all = torch.cat([text_feat_m.t(), self.text_queue.clone()], dim=1)
             positives = torch.zeros(batch, image_feat_all.shape[1], device=image.device)
             positives.fill_diagonal_(1)
-            targets_i2t = distilled_targets(image_feat_m @ text_feat_all / self.temp, positives, alpha)
-            targets_t2i = distilled_targets(text_feat_m @ image_feat_all / self.temp, positives, alpha)
+            targets_i2t = distilled_targets(similarity_logits(image_feat_m, text_feat_all, self.temp), positives, alpha)
+            targets_t2i = distilled_targets(similarity_logits(text_feat_m, image_feat_all, self.temp), positives, alpha)
 
-        sim_i2t = image_feat @ text_feat_all / self.temp
-        sim_t2i = text_feat @ image_feat_all / self.temp
+        sim_i2t = similarity_logits(image_feat, text_feat_all, self.temp)
+        sim_t2i = similarity_logits(text_feat, image_feat_all, self.temp)
         loss_ita = itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
-        ring_enqueue(
-            [self.image_queue, self.text_queue],
-            [concat_all_gather(image_feat_m), concat_all_gather(text_feat_m)],
-            self.queue_ptr,
-        )
+        self.enqueue([concat_all_gather(image_feat_m), concat_all_gather(text_feat_m)], defer=defer_enqueue)
 
         # ----- ITM with one hard negative image per text and text per image -----
         with torch.no_grad():
             if self.negative_all_rank:
                 world_image_feat = concat_all_gather(image_feat)
                 world_text_feat = concat_all_gather(text_feat)
-                neg_i2t = image_feat @ world_text_feat.t() / self.temp
-                neg_t2i = text_feat @ world_image_feat.t() / self.temp
+                neg_i2t = similarity_logits(image_feat, world_text_feat.t(), self.temp)
+                neg_t2i = similarity_logits(text_feat, world_image_feat.t(), self.temp)
                 own = torch.arange(batch, device=image.device) + self.local_offset(batch)
                 exclude = own[:, None] == torch.arange(neg_i2t.shape[1], device=image.device)[None, :]
             else:

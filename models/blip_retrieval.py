@@ -13,9 +13,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from models.blip_base import BlipBase, ring_enqueue
-from models.losses import distilled_targets, itc_loss
-from utils.distributed import concat_all_gather
+from models.blip_base import BlipBase
+from models.losses import distilled_targets, itc_loss, similarity_logits
+from engine.distributed import concat_all_gather
 
 __all__ = ["BlipRetrieval", "itc_similarity", "itm_scores", "itm_probability"]
 
@@ -33,10 +33,17 @@ class BlipRetrieval(BlipBase):
         self.register_buffer("idx_queue", torch.full((1, self.queue_size), -100, dtype=torch.long))
         self.register_buffer("ptr_queue", torch.zeros(1, dtype=torch.long))
 
+    def _queues(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return [self.image_queue, self.text_queue, self.idx_queue], self.ptr_queue
+
     def forward(
-        self, image: torch.Tensor, text_ids: torch.Tensor, text_atts: torch.Tensor, alpha: float, idx: torch.Tensor
+        self, image: torch.Tensor, text_ids: torch.Tensor, text_atts: torch.Tensor, alpha: float, idx: torch.Tensor,
+        *, update_momentum: bool = True, defer_enqueue: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Return ``{"loss_ita", "loss_itm"}``; ``idx`` holds each pair's image id (batch,)."""
+        """Return ``{"loss_ita", "loss_itm"}``; ``idx`` holds each pair's image id (batch,).
+
+        ``update_momentum`` / ``defer_enqueue``: as :meth:`BlipPretrain.forward`.
+        """
         self.clamp_temperature()
         batch = image.shape[0]
         idx = idx.view(-1, 1).to(image.device)
@@ -51,33 +58,31 @@ class BlipRetrieval(BlipBase):
         positives = torch.eq(idx, idx_all).float()
         positives = positives / positives.sum(dim=1, keepdim=True)
         with torch.no_grad():
-            self.momentum_update()
+            if update_momentum:
+                self.momentum_update()
             image_feat_m = self.image_features(self.encode_image(image, momentum=True), momentum=True)
             text_feat_m = self.text_features(self.encode_text(text_ids, text_atts, momentum=True), momentum=True)
             image_feat_m_all = torch.cat([image_feat_m.t(), self.image_queue.clone()], dim=1)
             text_feat_m_all = torch.cat([text_feat_m.t(), self.text_queue.clone()], dim=1)
-            targets_i2t = distilled_targets(image_feat_m @ text_feat_m_all / self.temp, positives, alpha)
-            targets_t2i = distilled_targets(text_feat_m @ image_feat_m_all / self.temp, positives, alpha)
-        sim_i2t = image_feat @ text_feat_m_all / self.temp
-        sim_t2i = text_feat @ image_feat_m_all / self.temp
+            targets_i2t = distilled_targets(similarity_logits(image_feat_m, text_feat_m_all, self.temp), positives, alpha)
+            targets_t2i = distilled_targets(similarity_logits(text_feat_m, image_feat_m_all, self.temp), positives, alpha)
+        sim_i2t = similarity_logits(image_feat, text_feat_m_all, self.temp)
+        sim_t2i = similarity_logits(text_feat, image_feat_m_all, self.temp)
         loss_ita = itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
 
         world_idx = concat_all_gather(idx)
-        ring_enqueue(
-            [self.image_queue, self.text_queue, self.idx_queue],
-            [concat_all_gather(image_feat_m), concat_all_gather(text_feat_m), world_idx.view(-1)],
-            self.ptr_queue,
-        )
+        self.enqueue([concat_all_gather(image_feat_m), concat_all_gather(text_feat_m), world_idx.view(-1)],
+                     defer=defer_enqueue)
 
         # ----- ITM: hard negatives never share the image id -----
         with torch.no_grad():
             if self.negative_all_rank:
-                neg_i2t = image_feat @ concat_all_gather(text_feat).t() / self.temp
-                neg_t2i = text_feat @ concat_all_gather(image_feat).t() / self.temp
+                neg_i2t = similarity_logits(image_feat, concat_all_gather(text_feat).t(), self.temp)
+                neg_t2i = similarity_logits(text_feat, concat_all_gather(image_feat).t(), self.temp)
                 exclude = torch.eq(idx, world_idx.t())
             else:
-                neg_i2t = image_feat @ text_feat.t() / self.temp
-                neg_t2i = text_feat @ image_feat.t() / self.temp
+                neg_i2t = similarity_logits(image_feat, text_feat.t(), self.temp)
+                neg_t2i = similarity_logits(text_feat, image_feat.t(), self.temp)
                 exclude = torch.eq(idx, idx.t())
         loss_itm = self.hard_negative_itm_loss(
             image_embeds, text_ids, text_atts, neg_i2t, neg_t2i, exclude, smoothing=0.0,
@@ -98,7 +103,7 @@ def itc_similarity(model: BlipBase, images: torch.Tensor, captions: Sequence[str
         text_ids, text_atts = model.tokenize(captions, images.device)
     image_feat = model.image_features(model.encode_image(images))
     text_feat = model.text_features(model.encode_text(text_ids, text_atts))
-    return image_feat @ text_feat.t()
+    return similarity_logits(image_feat, text_feat.t(), 1.0)
 
 
 @torch.no_grad()

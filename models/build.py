@@ -18,8 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from torch import nn
-
 from models.blip_base import BlipBase
 from models.blip_pretrain import BlipPretrain
 from models.blip_retrieval import BlipRetrieval
@@ -28,7 +26,7 @@ from models.med import MedConfig
 from models.tokenizer import load_tokenizer, special_token_ids
 from models.vit import load_timm_pretrained
 
-__all__ = ["MODEL_KINDS", "MODEL_DEFAULTS", "build_model", "med_config_from", "unwrap"]
+__all__ = ["MODEL_KINDS", "MODEL_DEFAULTS", "build_model", "med_config_from"]
 
 MODEL_KINDS = {"pretrain": BlipPretrain, "retrieval": BlipRetrieval}
 
@@ -110,9 +108,3 @@ def build_model(kind: str, config: Mapping[str, Any], *, tokenizer: Any = None) 
     model.init_reports = reports
     return model
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP/compile wrapper."""
-    while hasattr(model, "module"):
-        model = model.module
-    return getattr(model, "_orig_mod", model)

@@ -28,7 +28,10 @@ import torch
 from torch import nn
 
 from models.vit import interpolate_pos_embed
+from engine.checkpoint import read_torch_file
+from engine.distributed import unwrap_model
 from utils.atomic import atomic_save
+from utils.errors import CheckpointError
 
 __all__ = [
     "CheckpointError",
@@ -40,10 +43,6 @@ __all__ = [
     "blip_to_transformers",
     "load_bert_weights",
 ]
-
-
-class CheckpointError(ValueError):
-    """A file or state dict that cannot be used as a checkpoint for this model."""
 
 
 # Keys a checkpoint may legitimately lack or carry for a given model; reported, not alarming.
@@ -128,17 +127,6 @@ def _download(url: str) -> Path:
     return target
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
-
-
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -167,7 +155,7 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, d
     if path.suffix == ".safetensors":
         raw: Any = _load_safetensors(path)
     else:
-        raw = _torch_load(path)
+        raw = read_torch_file(path)
     extras: dict[str, Any] = {}
     fmt = "state_dict"
     if isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
@@ -280,8 +268,7 @@ def load_checkpoint(model: nn.Module, source: str | Path, *, strict: bool = Fals
 
 def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> None:
     """Write ``{'model': state_dict, **extra}`` (BLIP's layout) atomically."""
-    module = model.module if hasattr(model, "module") else model
-    payload = {"model": module.state_dict(), **extra}
+    payload = {"model": unwrap_model(model).state_dict(), **extra}
     atomic_save(path, lambda handle: torch.save(payload, handle))
 
 

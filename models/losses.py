@@ -9,7 +9,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_cross_entropy", "itc_loss", "distilled_targets", "sample_hard_negatives", "itm_loss"]
+__all__ = ["similarity_logits", "soft_cross_entropy", "itc_loss", "distilled_targets", "sample_hard_negatives", "itm_loss"]
+
+
+def similarity_logits(features: torch.Tensor, bank: torch.Tensor, temp: torch.Tensor | float) -> torch.Tensor:
+    """``features @ bank / temp`` in float32, also inside ``torch.autocast``.
+
+    Autocast casts every matmul to bf16/fp16, even of fp32 inputs; for ITC that
+    would quantise the logits, the distillation targets, the hard-negative
+    weights and temp's gradient (bf16 keeps 8 bits of mantissa, and these
+    logits reach 1/0.07 = 14). So the similarity runs with autocast off.
+    """
+    with torch.autocast(features.device.type, enabled=False):
+        temp = temp.float() if isinstance(temp, torch.Tensor) else temp
+        return features.float() @ bank.float() / temp
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,8 @@ from typing import Iterable
 
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
+from utils.errors import TokenizerError
+
 __all__ = [
     "DEC_TOKEN",
     "ENC_TOKEN",
@@ -30,10 +32,6 @@ __all__ = [
 
 DEC_TOKEN = "[DEC]"
 ENC_TOKEN = "[ENC]"
-
-
-class TokenizerError(ValueError):
-    """A tokenizer that cannot serve BLIP's encoder/decoder."""
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from utils.config import load_config
-from utils.trainer import run_pretraining
+from engine.config import load_config
+from tasks.pretrain import PRETRAIN_SCHEMA, run_pretraining
 
 
 def main() -> None:
     config_path, out = Path(sys.argv[1]), Path(sys.argv[2])
-    config = load_config(config_path)
+    config = load_config(config_path, schema=PRETRAIN_SCHEMA)
     import os
 
     rank = int(os.environ["RANK"])
@@ -21,10 +21,10 @@ def main() -> None:
 
     real_forward = BlipPretrain.forward
 
-    def forward(self, image, text_ids, text_atts, alpha):
+    def forward(self, image, text_ids, text_atts, alpha, **kwargs):
         seen["world"] = torch.distributed.get_world_size()
         seen.setdefault("first_ids", text_ids[:, :4].tolist())
-        return real_forward(self, image, text_ids, text_atts, alpha)
+        return real_forward(self, image, text_ids, text_atts, alpha, **kwargs)
 
     BlipPretrain.forward = forward
     result = run_pretraining(config)

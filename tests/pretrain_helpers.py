@@ -10,7 +10,8 @@ from PIL import Image
 
 from models.tokenizer import train_wordpiece_tokenizer
 from tests.conftest import TEST_CAPTIONS, TINY_TEXT, TINY_VIT
-from utils.config import load_config
+from engine.config import load_config
+from tasks.pretrain import PRETRAIN_SCHEMA
 
 
 def write_tiny_dataset(folder: Path, n: int = 16, seed: int = 0) -> Path:
@@ -64,4 +65,4 @@ def tiny_pretrain_config(tmp_path: Path, **overrides) -> dict:
     }
     values.update(overrides)
     args = [f"{k}={json.dumps(v)}" for k, v in values.items()]
-    return load_config(None, args)
+    return load_config(None, args, PRETRAIN_SCHEMA)

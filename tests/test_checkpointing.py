@@ -10,20 +10,21 @@ import torch
 
 from data.pretrain_dataset import SkipCounter
 from data.sampler import ResumableDistributedSampler
-from utils.checkpointing import (
+from engine.checkpoint import (
     CHECKPOINT_LAST,
-    CheckpointError,
-    build_checkpoint,
+    build_training_state,
     capture_rng_state,
     find_resume_checkpoint,
     gather_rng_states,
     list_checkpoints,
-    load_checkpoint,
+    load_training_state,
+    read_torch_file,
     restore_rng_state,
     resume_position,
     rng_state_for_this_rank,
-    save_checkpoint,
+    save_training_state,
 )
+from utils.errors import CheckpointError
 
 
 def _model_and_opt(seed=0):
@@ -46,7 +47,7 @@ def _checkpoint(model, opt, scaler, step, finished=False):
     sampler = ResumableDistributedSampler(10, seed=1)
     skips = SkipCounter()
     skips.add("missing", "/data/x.png")
-    return build_checkpoint(
+    return build_training_state(
         model=model, optimizer=opt, config={"batch_size": 2, "train_file": ["a.json"], "grad_clip": None},
         epoch=1, global_step=step, step_in_epoch=3, epoch_finished=finished,
         sampler_state=sampler.state_dict(consumed=6), scaler=scaler, rng_states=gather_rng_states(),
@@ -60,13 +61,13 @@ def test_resume_continues_exactly_and_loads_weights_only(tmp_path):
     for _ in range(3):
         _train_step(model, opt, scaler)
     random.random(), np.random.rand()
-    path = save_checkpoint(_checkpoint(model, opt, scaler, step=3), tmp_path)
+    path = save_training_state(_checkpoint(model, opt, scaler, step=3), tmp_path)
     for _ in range(3):  # uninterrupted continuation
         _train_step(model, opt, scaler)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
     expected_draws = (random.random(), float(np.random.rand()))
 
-    ckpt = load_checkpoint(tmp_path / CHECKPOINT_LAST)  # weights_only=True inside
+    ckpt = load_training_state(tmp_path / CHECKPOINT_LAST)  # weights_only=True inside
     fresh, fresh_opt = _model_and_opt(seed=123)
     fresh.load_state_dict(ckpt["model"])
     fresh_opt.load_state_dict(ckpt["optimizer"])
@@ -102,15 +103,15 @@ def test_pruning_keeps_newest_and_last_is_newest(tmp_path):
     model, opt = _model_and_opt()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     for step in (10, 20, 30, 40):
-        save_checkpoint(_checkpoint(model, opt, scaler, step), tmp_path, keep_checkpoints=2)
+        save_training_state(_checkpoint(model, opt, scaler, step), tmp_path, keep_checkpoints=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint_step_00000030.pth", "checkpoint_step_00000040.pth"]
-    assert load_checkpoint(tmp_path / CHECKPOINT_LAST)["global_step"] == 40
+    assert load_training_state(tmp_path / CHECKPOINT_LAST)["global_step"] == 40
     assert find_resume_checkpoint(tmp_path) == tmp_path / CHECKPOINT_LAST
-    assert load_checkpoint(tmp_path / CHECKPOINT_LAST)["scaler"] is None  # disabled scaler
-    save_checkpoint(_checkpoint(model, opt, scaler, 50), tmp_path, keep_checkpoints=None)
+    assert load_training_state(tmp_path / CHECKPOINT_LAST)["scaler"] is None  # disabled scaler
+    save_training_state(_checkpoint(model, opt, scaler, 50), tmp_path, keep_checkpoints=None)
     assert len(list_checkpoints(tmp_path)) == 3
-    save_checkpoint(_checkpoint(model, opt, scaler, 60), tmp_path, keep_checkpoints=0)
-    assert list_checkpoints(tmp_path) == [] and load_checkpoint(tmp_path / CHECKPOINT_LAST)["global_step"] == 60
+    save_training_state(_checkpoint(model, opt, scaler, 60), tmp_path, keep_checkpoints=0)
+    assert list_checkpoints(tmp_path) == [] and load_training_state(tmp_path / CHECKPOINT_LAST)["global_step"] == 60
 
 
 def test_find_resume_falls_back_to_newest_numbered(tmp_path):
@@ -119,7 +120,7 @@ def test_find_resume_falls_back_to_newest_numbered(tmp_path):
     model, opt = _model_and_opt()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     for step in (5, 12):
-        save_checkpoint(_checkpoint(model, opt, scaler, step), tmp_path, keep_checkpoints=None)
+        save_training_state(_checkpoint(model, opt, scaler, step), tmp_path, keep_checkpoints=None)
     (tmp_path / CHECKPOINT_LAST).unlink()
     assert find_resume_checkpoint(tmp_path).name == "checkpoint_step_00000012.pth"
 
@@ -127,15 +128,15 @@ def test_find_resume_falls_back_to_newest_numbered(tmp_path):
 def test_failed_save_leaves_previous_checkpoint_and_no_temporaries(tmp_path):
     model, opt = _model_and_opt()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    save_checkpoint(_checkpoint(model, opt, scaler, 1), tmp_path)
+    save_training_state(_checkpoint(model, opt, scaler, 1), tmp_path)
     bad = _checkpoint(model, opt, scaler, 2)
     bad["unpicklable"] = lambda: None
     with pytest.raises(Exception):
-        save_checkpoint(bad, tmp_path)
-    assert load_checkpoint(tmp_path / CHECKPOINT_LAST)["global_step"] == 1
+        save_training_state(bad, tmp_path)
+    assert load_training_state(tmp_path / CHECKPOINT_LAST)["global_step"] == 1
     assert not list(tmp_path.glob(".*tmp"))
     (tmp_path / ".checkpoint_last.pth.abc.tmp").write_bytes(b"x" * 100)  # left by a killed save
-    save_checkpoint(_checkpoint(model, opt, scaler, 3), tmp_path)
+    save_training_state(_checkpoint(model, opt, scaler, 3), tmp_path)
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -175,7 +176,7 @@ def _write_corrupt(tmp_path, kind):
 def test_corrupt_checkpoints_name_the_file(tmp_path, kind, match):
     path = _write_corrupt(tmp_path, kind)
     with pytest.raises(CheckpointError, match=match) as err:
-        load_checkpoint(path)
+        load_training_state(path)
     assert str(path) in str(err.value)
 
 
@@ -183,7 +184,7 @@ def test_model_only_checkpoint_is_refused_for_resume_with_a_hint(tmp_path):
     path = tmp_path / "model_base.pth"
     torch.save({"model": {"w": torch.zeros(1)}}, path)
     with pytest.raises(CheckpointError, match="model_base.pth: not a training checkpoint.*pretrained="):
-        load_checkpoint(path)
-    assert "model" in load_checkpoint(path, for_resume=False)
+        load_training_state(path)
+    assert "model" in read_torch_file(path)
     with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "nope.pth")
+        load_training_state(tmp_path / "nope.pth")

@@ -5,16 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from utils.config import (
-    PRETRAIN_SCHEMA,
-    ConfigError,
-    apply_overrides,
-    load_config,
-    main,
-    parse_overrides,
-    save_config,
-    schema_markdown,
-)
+import functools
+
+import engine.config
+from engine.config import ConfigError, apply_overrides, parse_overrides, save_config, schema_markdown
+from pretrain import main
+from tasks.pretrain import PRETRAIN_SCHEMA
+
+load_config = functools.partial(engine.config.load_config, schema=PRETRAIN_SCHEMA)
 
 REPO = Path(__file__).resolve().parents[1]
 BLIP_KEYS = [
@@ -148,14 +146,14 @@ def test_docs_cover_every_key_and_carry_the_generated_table():
     docs = (REPO / "README.md").read_text()
     for key in PRETRAIN_SCHEMA:
         assert f"`{key.name}`" in docs, key.name
-    assert schema_markdown() in docs, "README.md is stale: paste `python -m utils.config --markdown`"
+    assert schema_markdown(PRETRAIN_SCHEMA) in docs, "README.md is stale: paste `python pretrain.py --config_table`"
 
 
 def test_cli(tmp_path, capsys):
-    assert main(["--markdown"]) == 0
+    assert main(["--config_table"]) == 0
     assert "| `queue_size` | int | `57600` |" in capsys.readouterr().out
     path = _write(tmp_path, "train_file: a.json\n")
-    assert main(["--check", str(path), "batch_size=3"]) == 0
+    assert main(["--config", str(path), "--check", "batch_size=3"]) == 0
     assert "batch_size: 3" in capsys.readouterr().out
-    assert main(["--check", str(path), "batch_size=x"]) == 2
+    assert main(["--config", str(path), "--check", "batch_size=x"]) == 2
     assert "key 'batch_size'" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from utils.logger import LOG_NAME, PLOT_NAME, MetricAccumulator, TrainLogger, plot_loss_curves, read_log
+from engine.logger import LOG_NAME, PLOT_NAME, MetricAccumulator, TrainLogger, plot_loss_curves, read_log
 
 
 class _SyncCounter:

@@ -22,10 +22,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from data.pretrain_dataset import SkipCounter
     from data.sampler import ResumableDistributedSampler
-    from utils.checkpointing import (build_checkpoint, gather_rng_states, load_checkpoint,
-                                     rng_state_for_this_rank, save_checkpoint)
-    from utils.distributed import all_gather_object, barrier, destroy_distributed, init_distributed
-    from utils.logger import TrainLogger
+    from engine.checkpoint import (build_training_state, gather_rng_states, load_training_state,
+                                     rng_state_for_this_rank, save_training_state)
+    from engine.distributed import all_gather_object, barrier, destroy_distributed, init_distributed
+    from engine.logger import TrainLogger
 
     info = init_distributed(device="cpu", timeout_minutes=1)
     try:
@@ -50,13 +50,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         model = torch.nn.Linear(2, 2)
         opt = torch.optim.AdamW(model.parameters())
         rng = gather_rng_states()
-        ckpt = build_checkpoint(model=model, optimizer=opt, config={}, epoch=0, global_step=2, step_in_epoch=2,
+        ckpt = build_training_state(model=model, optimizer=opt, config={}, epoch=0, global_step=2, step_in_epoch=2,
                                 epoch_finished=True, sampler_state=sampler.state_dict(consumed=0),
                                 rng_states=rng, skip_state=merged.state_dict())
         if rank == 0:
-            save_checkpoint(ckpt, out_dir)
+            save_training_state(ckpt, out_dir)
         barrier()
-        loaded = load_checkpoint(os.path.join(out_dir, "checkpoint_last.pth"))
+        loaded = load_training_state(os.path.join(out_dir, "checkpoint_last.pth"))
         mine = rng_state_for_this_rank(loaded)
         result = {
             "rank": info.rank, "world": info.world_size, "backend": info.backend, "shards": shards,

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import utils.trainer as trainer
+import engine.logger
+import tasks.common
 from models.blip_pretrain import BlipPretrain
 from tests.pretrain_helpers import tiny_pretrain_config, write_tiny_dataset
-from utils.trainer import TrainingError, run_pretraining
+from tasks.pretrain import run_pretraining
+from utils.errors import TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,19 +50,19 @@ def test_resume_after_sigterm_mid_epoch_equals_uninterrupted(tmp_path, monkeypat
 
     # Same run, SIGTERM delivered (really) after the 3rd optimizer step of epoch 0.
     config = tiny_pretrain_config(tmp_path / "b")
-    real_log_step = trainer.TrainLogger.log_step
+    real_log_step = engine.logger.TrainLogger.log_step
 
     def log_step_then_signal(self, *args, **kwargs):
         real_log_step(self, *args, **kwargs)
         if self.global_step == 3:
             signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(trainer.TrainLogger, "log_step", log_step_then_signal)
+    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", log_step_then_signal)
     stopped = run_pretraining(config)
     assert stopped.stopped_by_signal and stopped.global_step == 3
     saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
     assert (saved["epoch"], saved["step_in_epoch"], saved["epoch_finished"]) == (0, 3, False)
-    monkeypatch.setattr(trainer.TrainLogger, "log_step", real_log_step)
+    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", real_log_step)
 
     resumed = run_pretraining(config, resume=True)
     assert resumed.global_step == straight.global_step == 8
@@ -147,16 +149,16 @@ def _nan_on(steps):
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(BlipPretrain, "forward", _nan_on({2, 3}))
     snapshots = []
-    real_log_step = trainer.TrainLogger.log_step
+    real_log_step = engine.logger.TrainLogger.log_step
 
     def log_step(self, *args, **kwargs):
         snapshots.append(result_model[0].itm_head.weight.detach().clone())
         real_log_step(self, *args, **kwargs)
 
     result_model = []
-    real_build = trainer.build_model
-    monkeypatch.setattr(trainer, "build_model", lambda *a, **k: result_model.append(real_build(*a, **k)) or result_model[0])
-    monkeypatch.setattr(trainer.TrainLogger, "log_step", log_step)
+    real_build = tasks.common.build_model
+    monkeypatch.setattr(tasks.common, "build_model", lambda *a, **k: result_model.append(real_build(*a, **k)) or result_model[0])
+    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", log_step)
     config = tiny_pretrain_config(tmp_path, max_epoch=1)
     result = run_pretraining(config)
     assert result.global_step == 4

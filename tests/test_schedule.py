@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils.schedule import LRScheduler, cosine_lr, step_lr, warmup_lr
+from engine.schedule import LRScheduler, cosine_lr, step_lr, warmup_lr
 
 
 def test_warmup_hand_values():

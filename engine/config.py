@@ -1,13 +1,13 @@
 """YAML configs with a declared schema and ``key=value`` command-line overrides.
 
 BLIP read its YAML into a plain dict and trusted it: a typo (``batch_sise``)
-was silently ignored and a wrong type failed hours later. Here every key of
-the pretrain config is declared once (type, default, one-line doc) in
-:data:`PRETRAIN_SCHEMA`; loading rejects unknown keys with a did-you-mean
-suggestion and wrong types with the key and where it came from (file and line,
-or the command-line override), and fills in the defaults. The same schema
-generates the key table in the README
-(``python -m utils.config --markdown``).
+was silently ignored and a wrong type failed hours later. Here every key of a
+task's config is declared once (type, default, one-line doc) in its
+:class:`Schema` (the task's data and model keys, then :data:`ENGINE_KEYS`);
+loading rejects unknown keys with a did-you-mean suggestion and wrong types
+with the key and where it came from (file and line, or the command-line
+override), and fills in the defaults. The same schema generates the key table
+in the README (``python pretrain.py --config_table``).
 
 The result is a plain ``dict`` of plain values, so it goes into checkpoints
 loaded with ``torch.load(weights_only=True)`` and into BLIP's
@@ -17,24 +17,24 @@ resolved against the working directory by whoever opens them (as in BLIP).
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import io
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from data.image_io import DEFAULT_MAX_PIXELS
 from utils.atomic import atomic_write_text
+from utils.errors import ConfigError
 
 __all__ = [
     "ConfigError",
     "Key",
-    "PRETRAIN_SCHEMA",
+    "ENGINE_KEYS",
+    "OPERATIONAL_KEYS",
+    "Schema",
     "load_yaml",
     "parse_overrides",
     "apply_overrides",
@@ -43,10 +43,6 @@ __all__ = [
     "save_config",
     "schema_markdown",
 ]
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the key and its source."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +59,7 @@ class Key:
     maximum: float | None = None
     required: bool = False
     length: int | None = None  # exact length for list types
+    check: Callable[[Any], str | None] | None = None  # extra rule: returns what is wrong, or None
 
     def type_text(self) -> str:
         text = " | ".join(map(str, self.choices)) if self.choices else self.type
@@ -71,38 +68,9 @@ class Key:
 
 _REQUIRED = object()
 
-# Keys of BLIP's configs/pretrain.yaml keep BLIP's meaning and default (the BLIP-base recipe).
-PRETRAIN_SCHEMA: tuple[Key, ...] = (
-    # data
-    Key("train_file", "list[str]", _REQUIRED, "BLIP pretrain JSON list file(s) of {image, caption, ...}; a single path is accepted too.", required=True),
-    Key("image_root", "str", None, "Folder that relative image paths resolve against; null: each JSON file's own folder.", nullable=True),
-    Key("max_words", "int", 30, "Captions are cut to this many words after BLIP's pre_caption cleaning.", minimum=1),
-    Key("max_image_pixels", "int", DEFAULT_MAX_PIXELS, "Images with more pixels are skipped as too_large (decompression-bomb guard).", minimum=1),
-    Key("image_size", "int", 224, "Training image side in pixels (ViT input).", minimum=1),
-    Key("crop_scale", "list[float]", [0.2, 1.0], "RandomResizedCrop area range [low, high] (BLIP: 0.2-1 for pretraining).", length=2, minimum=0.0, maximum=1.0),
-    Key("hflip", "float", 0.0, "Probability of a horizontal flip that also swaps left/right words in the caption; 0 disables.", minimum=0.0, maximum=1.0),
-    Key("randaugment", "bool", True, "Apply BLIP's RandomAugment(2, 5) after the crop."),
-    Key("num_workers", "int", 4, "DataLoader worker processes per rank (0: load in the training process).", minimum=0),
-    Key("eval_file", "str", None, "Optional retrieval-format test list [{image, caption: [...]}] for a quick ITC recall eval after each epoch.", nullable=True),
-    # model
-    Key("vit", "str|mapping", "base", "Image encoder: base | large | a timm ViT name | {patch_size, embed_dim, depth, num_heads[, mlp_ratio]}."),
-    Key("vit_grad_ckpt", "bool", False, "Gradient checkpointing in the ViT blocks."),
-    Key("vit_ckpt_layer", "int", 0, "With vit_grad_ckpt: checkpoint the last N ViT blocks (0: none, as BLIP; -1: all).",
-        minimum=-1),
-    Key("vit_drop_path_rate", "float", 0.0, "Stochastic depth rate of the ViT.", minimum=0.0),
-    Key("vit_init", "str", None, "ViT initial weights: a timm pretrained name or a file; null: random init.", nullable=True),
-    Key("med_config", "str|mapping", "configs/med_config.json", "BLIP med_config.json-style BERT config of the text encoder/decoder (a path, or the keys inline)."),
-    Key("tokenizer", "str", "bert-base-uncased", "WordPiece tokenizer: a local folder or a hub name ([DEC]/[ENC] are added)."),
-    Key("text_encoder", "str", "bert-base-uncased", "BERT weights to initialise the text side: a folder or hub name; null: random init.", nullable=True),
-    Key("pretrained", "str", None, "A BLIP checkpoint (.pth path or URL) to start from, e.g. BLIP's model_base.pth; null: none.", nullable=True),
-    Key("embed_dim", "int", 256, "Dimension of the ITC projection (vision_proj / text_proj).", minimum=1),
-    Key("queue_size", "int", 57600, "Momentum feature queue length for ITC.", minimum=1),
-    Key("momentum", "float", 0.995, "EMA coefficient of the momentum encoders.", minimum=0.0),
-    Key("alpha", "float", 0.4, "Weight of the momentum-distillation soft targets in ITC.", minimum=0.0),
-    Key("alpha_rampup_epochs", "float", 2, "alpha ramps linearly from 0 over this many epochs (BLIP: 2); 0: no ramp.", minimum=0.0),
-    Key("negative_all_rank", "bool", False, "Draw ITM hard negatives from all ranks (gathered with gradient) instead of the local batch."),
-    Key("max_length", "int", 30, "Tokenizer max_length (tokens) for captions.", minimum=2),
-    Key("attn_impl", "str", "sdpa", "Attention kernel of the text side: sdpa (fast) or eager (keeps attention maps).", choices=("sdpa", "eager")),
+# Keys every training task shares: optimisation, precision, run bookkeeping. A task's schema
+# is its data and model keys followed by these (BLIP's names and BLIP-base defaults).
+ENGINE_KEYS: tuple[Key, ...] = (
     # optimisation
     Key("batch_size", "int", 75, "Batch size per GPU / process (global batch = batch_size x world size).", minimum=1),
     Key("init_lr", "float", 3e-4, "Peak learning rate (after warmup).", minimum=0.0),
@@ -114,9 +82,9 @@ PRETRAIN_SCHEMA: tuple[Key, ...] = (
     Key("weight_decay", "float", 0.05, "AdamW weight decay.", minimum=0.0),
     Key("max_epoch", "int", 20, "Number of epochs.", minimum=1),
     Key("precision", "str", "fp32", "fp32, bf16 (autocast) or fp16 (autocast + GradScaler).", choices=("fp32", "bf16", "fp16")),
-    Key("grad_accum_steps", "int", 1, "Micro-batches per optimizer step.", minimum=1),
+    Key("grad_accum_steps", "int", 1, "Micro-batches per optimizer step (changes the in-batch negatives: see the README).", minimum=1),
     Key("grad_clip", "float", None, "Clip the global gradient norm to this value; null: no clipping.", nullable=True, minimum=0.0),
-    Key("max_nonfinite_steps", "int", 10, "Stop after this many non-finite losses in a row (each one skips its step and is counted).", minimum=1),
+    Key("max_nonfinite_steps", "int", 10, "Stop after this many non-finite losses in a row (each one skips its step and is counted; checked every 10 steps).", minimum=1),
     Key("seed", "int", 42, "Seed of model init, shuffling and augmentation (BLIP adds the rank for the model RNG)."),
     # run
     Key("output_dir", "str", "output/pretrain", "Checkpoints, log.txt, loss_curves.png, TensorBoard events and config.yaml go here."),
@@ -126,10 +94,31 @@ PRETRAIN_SCHEMA: tuple[Key, ...] = (
     Key("device", "str", "auto", "auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda")),
 )
 
-# BLIP config keys we recognise but do not support, with the reason.
-_UNSUPPORTED = {
-    "laion_path": "BLIP's LAION-115M webdataset shards are not supported; list the data in train_file",
-}
+# Keys that only steer how a run executes, not what it computes: they may change on --resume.
+OPERATIONAL_KEYS = frozenset({
+    "num_workers", "output_dir", "save_every", "keep_checkpoints", "log_every", "device", "max_epoch",
+    "max_nonfinite_steps", "eval_file", "k_test", "batch_size_test",
+})
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A task's config: its keys in order, and BLIP keys it recognises but rejects (with the reason)."""
+
+    name: str
+    keys: tuple[Key, ...]
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)  # BLIP key -> our key, same meaning
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __getitem__(self, name: str) -> Key:
+        for key in self.keys:
+            if key.name == name:
+                return key
+        raise KeyError(name)
+
 
 _YAML = YAML(typ="safe", pure=True)
 _YAML.default_flow_style = None  # short lists inline, as in BLIP's configs
@@ -274,7 +263,7 @@ def _coerce(key: Key, value: Any) -> Any:
 
 def validate_config(
     config: Mapping[str, Any],
-    schema: Sequence[Key] = PRETRAIN_SCHEMA,
+    schema: Schema,
     *,
     sources: Mapping[str, str] | None = None,
     origin: str = "config",
@@ -282,16 +271,26 @@ def validate_config(
     """Check every key against ``schema``, fill defaults, return a new plain dict in schema order.
 
     ``sources`` maps a key to where it was set (``file:line`` or ``command-line override``) for
-    error messages; ``origin`` names the whole config (its file) for missing keys.
+    error messages; ``origin`` names the whole config (its file) for missing keys. BLIP keys
+    with another name here (``schema.aliases``) are renamed first.
     """
     sources = dict(sources or {})
+    config = dict(config)
+    for blip_name, name in schema.aliases.items():
+        if blip_name in config:
+            if name in config:
+                raise ConfigError(f"{sources.get(blip_name, origin)}: give {blip_name!r} or {name!r}, not both "
+                                  "(they are the same setting)")
+            config[name] = config.pop(blip_name)
+            if blip_name in sources:
+                sources[name] = sources[blip_name]
     by_name = {key.name: key for key in schema}
     for name in config:
         if name not in by_name:
             where = sources.get(name, origin)
-            if name in _UNSUPPORTED:
-                raise ConfigError(f"{where}: key {name!r} is not supported: {_UNSUPPORTED[name]}")
-            close = difflib.get_close_matches(name, by_name, n=1, cutoff=0.6)
+            if name in schema.unsupported:
+                raise ConfigError(f"{where}: key {name!r} is not supported: {schema.unsupported[name]}")
+            close = difflib.get_close_matches(name, list(by_name) + list(schema.aliases), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{where}: unknown config key {name!r}{hint}")
     out: dict[str, Any] = {}
@@ -301,13 +300,14 @@ def validate_config(
                 raise ConfigError(f"{origin}: missing required key {key.name!r} ({key.doc})")
             out[key.name] = _copy(key.default)
             continue
+        where = sources.get(key.name, origin)
         try:
             out[key.name] = _coerce(key, config[key.name])
         except ValueError as exc:
-            raise ConfigError(f"{sources.get(key.name, origin)}: key {key.name!r} {exc}") from None
-    if out.get("crop_scale") is not None and not 0 < out["crop_scale"][0] <= out["crop_scale"][1]:
-        where = sources.get("crop_scale", origin)
-        raise ConfigError(f"{where}: key 'crop_scale' must be [low, high] with 0 < low <= high, got {out['crop_scale']}")
+            raise ConfigError(f"{where}: key {key.name!r} {exc}") from None
+        problem = key.check(out[key.name]) if key.check is not None and out[key.name] is not None else None
+        if problem:
+            raise ConfigError(f"{where}: key {key.name!r} {problem}")
     return out
 
 
@@ -318,9 +318,19 @@ def _copy(value: Any) -> Any:
 def load_config(
     path: str | Path | None,
     overrides: Iterable[str] = (),
-    schema: Sequence[Key] = PRETRAIN_SCHEMA,
+    schema: Schema | None = None,
 ) -> dict[str, Any]:
     """Read ``path`` (or nothing), apply ``key=value`` overrides, validate against ``schema``."""
+    if schema is None:
+        raise TypeError("load_config needs the task's schema (e.g. tasks.pretrain.PRETRAIN_SCHEMA)")
+    config, sources, origin = read_config_sources(path, overrides)
+    return validate_config(config, schema, sources=sources, origin=origin)
+
+
+def read_config_sources(
+    path: str | Path | None, overrides: Iterable[str] = ()
+) -> tuple[dict[str, Any], dict[str, str], str]:
+    """(raw config with overrides applied, where each top-level key was set, the origin's name)."""
     if path is not None:
         config, lines = load_yaml(path)
         sources = {name: f"{path}:{line}" for name, line in lines.items()}
@@ -332,7 +342,7 @@ def load_config(
     for key, _ in pairs:
         top = key.split(".")[0]
         sources[top] = f"command-line override {key}=..."
-    return validate_config(config, schema, sources=sources, origin=origin)
+    return config, sources, origin
 
 
 def save_config(config: Mapping[str, Any], path: str | Path) -> None:
@@ -342,7 +352,7 @@ def save_config(config: Mapping[str, Any], path: str | Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def schema_markdown(schema: Sequence[Key] = PRETRAIN_SCHEMA) -> str:
+def schema_markdown(schema: Schema) -> str:
     """The key table for the docs: key, type, default, meaning."""
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for key in schema:
@@ -360,27 +370,11 @@ def _yaml_scalar(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_scalar(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.config", description=__doc__.split("\n")[0])
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--markdown", action="store_true", help="print the pretrain config key table")
-    group.add_argument("--check", metavar="FILE", help="validate FILE (plus overrides) and print the resolved config")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    if args.markdown:
-        sys.stdout.write(schema_markdown())
-        return 0
-    try:
-        config = load_config(args.check, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    _YAML.dump(config, sys.stdout)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def dump_config(config: Mapping[str, Any], stream: Any) -> None:
+    """Write ``config`` as YAML (the format of ``output_dir/config.yaml``) to an open text stream."""
+    _YAML.dump(dict(config), stream)

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from utils.atomic import atomic_open
-from utils.distributed import all_reduce_sum, is_dist, is_main_process
+from engine.distributed import all_reduce_sum, is_dist, is_main_process
 
-__all__ = ["MetricAccumulator", "TrainLogger", "read_log", "plot_loss_curves"]
+__all__ = ["MetricAccumulator", "TrainLogger", "read_log", "read_log_events", "plot_loss_curves"]
 
 LOG_NAME = "log.txt"
 PLOT_NAME = "loss_curves.png"
@@ -73,11 +74,8 @@ class MetricAccumulator:
         names, sums = self._stacked()
         return {n: s / self._counts[n] for n, s in zip(names, sums.tolist())}
 
-    def means_across_ranks(self) -> dict[str, float]:
-        """Per-metric mean over all updates on all ranks (a collective: call on every rank).
-
-        Every rank must have updated the same metric names (they run the same steps).
-        """
+    def totals_across_ranks(self) -> dict[str, list[float]]:
+        """{name: [sum, count]} over all ranks (a collective): what a mid-epoch checkpoint keeps."""
         if not self._sums:
             return {}
         names, sums = self._stacked()
@@ -85,10 +83,26 @@ class MetricAccumulator:
         packed = torch.cat([sums, counts])
         if is_dist() and dist.get_backend() == "nccl" and packed.device.type != "cuda":
             packed = packed.cuda()  # NCCL reduces CUDA tensors only
-        packed = all_reduce_sum(packed)
-        values = packed.tolist()
+        values = all_reduce_sum(packed).tolist()
         k = len(names)
-        return {n: values[i] / values[k + i] for i, n in enumerate(names)}
+        return {n: [values[i], values[k + i]] for i, n in enumerate(names)}
+
+    def add_totals(self, totals: Mapping[str, Sequence[float]]) -> None:
+        """Add saved ``{name: [sum, count]}`` (on one rank only, so the cross-rank sum counts them once)."""
+        for name, (total, count) in totals.items():
+            value = torch.tensor(float(total))
+            if name in self._sums:
+                self._sums[name] = self._sums[name] + value.to(self._sums[name].device)
+            else:
+                self._sums[name] = value
+            self._counts[name] = self._counts.get(name, 0) + int(count)
+
+    def means_across_ranks(self) -> dict[str, float]:
+        """Per-metric mean over all updates on all ranks (a collective: call on every rank).
+
+        Every rank must have updated the same metric names (they run the same steps).
+        """
+        return {n: total / count for n, (total, count) in self.totals_across_ranks().items() if count}
 
 
 def _tensorboard_writer(log_dir: Path, purge_step: int | None) -> Any | None:
@@ -137,6 +151,7 @@ class TrainLogger:
         self._lr_sum, self._lr_count = 0.0, 0  # host floats: lr comes from the scheduler, not the GPU
         self._bar: tqdm | None = None
         self.epoch = 0
+        self._resumed_at_step = 0
         self.writer = None
         if self.enabled:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +162,7 @@ class TrainLogger:
     def start_epoch(self, epoch: int, steps_in_epoch: int, start_step: int = 0) -> None:
         """Open the progress bar; ``start_step`` > 0 when resuming inside the epoch."""
         self.epoch = int(epoch)
+        self._resumed_at_step = int(start_step)
         self._epoch_metrics.reset()
         self._interval_metrics.reset()
         self._interval_samples = self._epoch_samples = 0
@@ -196,11 +212,8 @@ class TrainLogger:
             self.writer.add_scalar("train/lr", lr, self.global_step)
             self.writer.add_scalar("train/samples_per_sec", throughput, self.global_step)
 
-    def end_epoch(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Epoch means over all ranks (a collective), the BLIP epoch line, TensorBoard, the plot.
-
-        Returns the line written (``train_*`` means, ``epoch``, ``global_step``, ``extra``).
-        """
+    def epoch_means(self) -> dict[str, Any]:
+        """The epoch's numbers so far: ``train_*`` means over all ranks (a collective), mean lr, pace."""
         means = self._epoch_metrics.means_across_ranks()
         elapsed = time.perf_counter() - self._epoch_start
         stats: dict[str, Any] = {f"train_{k}": v for k, v in means.items()}
@@ -210,21 +223,53 @@ class TrainLogger:
         stats["global_step"] = self.global_step
         stats["epoch_time_sec"] = elapsed
         stats["samples_per_sec"] = self._epoch_samples / elapsed if elapsed > 0 else 0.0
-        stats.update(extra or {})
+        if self._resumed_at_step:
+            # means cover the whole epoch (sums restored from the checkpoint); time and pace only the resumed part
+            stats["resumed_at_step"] = self._resumed_at_step
+        return stats
+
+    def end_epoch(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """:meth:`epoch_means` (a collective) plus ``extra``, written by :meth:`write_epoch`."""
+        return self.write_epoch({**self.epoch_means(), **(extra or {})})
+
+    def write_epoch(self, stats: Mapping[str, Any]) -> dict[str, Any]:
+        """Write an epoch line (BLIP's, from :meth:`epoch_means` plus evaluation), TensorBoard, the plot.
+
+        Rank 0 writes; no collective. Returns the line.
+        """
+        stats = dict(stats)
         if not self.enabled:
             return stats
         if self._bar is not None:
-            self._bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()}, refresh=True)
+            self._bar.set_postfix({k[6:]: f"{v:.4f}" for k, v in stats.items()
+                                   if k.startswith("train_") and isinstance(v, float)}, refresh=True)
             self._bar.close()
             self._bar = None
         self._append(stats)
         if self.writer is not None:
             for name, value in stats.items():
                 if isinstance(value, (int, float)) and name not in ("epoch", "global_step"):
-                    self.writer.add_scalar(f"epoch/{name}", value, self.epoch)
+                    self.writer.add_scalar(f"epoch/{name}", value, int(stats.get("epoch", self.epoch)))
             self.writer.flush()
         plot_loss_curves(self.log_path, self.plot_path)
         return stats
+
+    def epoch_state(self) -> dict[str, Any]:
+        """The epoch's running sums over all ranks (a collective), for a mid-epoch checkpoint."""
+        return {"metrics": self._epoch_metrics.totals_across_ranks(), "lr_sum": self._lr_sum,
+                "lr_count": self._lr_count}
+
+    def restore_epoch_state(self, state: Mapping[str, Any]) -> None:
+        """Continue the epoch's sums from a checkpoint (call on every rank after :meth:`start_epoch`)."""
+        if is_main_process():
+            self._epoch_metrics.add_totals(state.get("metrics", {}))
+            self._lr_sum += float(state.get("lr_sum", 0.0))
+            self._lr_count += int(state.get("lr_count", 0))
+
+    def event(self, name: str, **fields: Any) -> None:
+        """A marker line in log.txt (e.g. where a run was resumed): ``{"event", "global_step", ...}``."""
+        if self.enabled:
+            self._append({"event": name, "global_step": self.global_step, **fields})
 
     def write(self, message: str) -> None:
         """Print a line on rank 0 without breaking the progress bar."""
@@ -245,6 +290,18 @@ class TrainLogger:
             handle.write(json.dumps(line) + "\n")
 
 
+def _log_lines(path: Path) -> Iterator[dict]:
+    if not path.exists():
+        return
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # a crash can leave a partial last line
+        if isinstance(line, dict):
+            yield line
+
+
 def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     """(step lines, epoch lines) of a ``log.txt``; unreadable lines are skipped.
 
@@ -253,15 +310,8 @@ def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     """
     steps: dict[int, dict] = {}
     epochs: dict[int, dict] = {}
-    path = Path(path)
-    if not path.exists():
-        return [], []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(line, dict):
+    for line in _log_lines(Path(path)):
+        if "event" in line:
             continue
         if "step" in line:
             steps[int(line["step"])] = line
@@ -270,46 +320,89 @@ def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     return [steps[k] for k in sorted(steps)], [epochs[k] for k in sorted(epochs)]
 
 
-def plot_loss_curves(log_path: str | Path, out_path: str | Path) -> bool:
-    """Draw every ``train_*loss*`` metric of ``log.txt`` against the optimizer step (atomic PNG).
+def read_log_events(path: str | Path, name: str | None = None) -> list[dict]:
+    """The marker lines of a ``log.txt`` (``{"event": ...}``), optionally of one kind."""
+    return [line for line in _log_lines(Path(path)) if "event" in line and (name is None or line["event"] == name)]
 
-    Step lines give the curves; each epoch mean is a dashed segment across that epoch's steps.
-    Returns False when there is nothing to plot yet.
+
+_RECALL = re.compile(r"^(eval|val|test)_(txt|img)_r(1|5|10)$")
+
+
+def plot_loss_curves(log_path: str | Path, out_path: str | Path) -> bool:
+    """Draw ``log.txt`` as one panel per loss (each on its own scale), lr, grad norm and eval recall.
+
+    Step lines give the curves (means over ``log_every`` steps), epoch means are dashed segments
+    across their epoch, grey vertical lines mark resumes, and recall per epoch is drawn next to its
+    chance level (dotted). Written atomically. Returns False when there is nothing to plot yet.
     """
     steps, epochs = read_log(log_path)
-    names = sorted({k for line in steps + epochs for k in line if k.startswith("train_") and "loss" in k})
-    if not names:
+    resumes = [int(e["global_step"]) for e in read_log_events(log_path, "resumed")]
+    keys = {k for line in steps + epochs for k in line}
+    losses = sorted(k for k in keys if k.startswith("train_") and "loss" in k)
+    if not losses:
         return False
+    panels: list[tuple[str, list[str]]] = [(k.removeprefix("train_"), [k]) for k in losses]
+    for name in ("train_lr", "train_grad_norm"):
+        if name in keys:
+            panels.append((name.removeprefix("train_"), [name]))
+    recall = sorted(k for k in keys if _RECALL.match(k))
+    if recall:
+        panels.append(("recall (epoch)", recall))
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    for i, name in enumerate(names):
-        color = f"C{i % 10}"
-        label = name.removeprefix("train_")
-        pts = [(line["step"], line[name]) for line in steps if _finite(line.get(name))]
-        if pts:
-            ax.plot(*zip(*pts), color=color, label=label, linewidth=1.2)
-        start = 0
-        for j, line in enumerate(epochs):  # epoch mean drawn across the epoch's steps
-            end = line.get("global_step")
-            if end is not None and _finite(line.get(name)):
-                ax.hlines(line[name], start, end, colors=color, linestyles="dashed", linewidth=1.5,
-                          label=None if pts or j else label)
-            start = end if end is not None else start
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_title("training losses (solid: means over log_every steps; dashed: epoch means)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    cols = 3 if len(panels) > 4 else 2
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5.2 * cols, 3.2 * rows), dpi=100)
+    for i, (title, names) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        if title == "recall (epoch)":
+            _draw_recall(ax, epochs, names)
+        else:
+            _draw_series(ax, steps, epochs, names[0])
+        for step in resumes:
+            ax.axvline(step, color="0.5", linestyle=":", linewidth=1.0)
+        ax.set_title(title + (" (dotted grey: resumed)" if resumes and i == 0 else ""), fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle("training log (solid: means over log_every steps; dashed: epoch means)", fontsize=10)
     fig.tight_layout()
     with atomic_open(out_path, "wb") as handle:
         fig.savefig(handle, format="png")
     return True
 
 
+def _draw_series(ax: Any, steps: list[dict], epochs: list[dict], name: str) -> None:
+    pts = [(line["step"], line[name]) for line in steps if _finite(line.get(name))]
+    if pts:
+        ax.plot(*zip(*pts), color="C0", linewidth=1.2)
+    start = 0
+    for line in epochs:  # epoch mean drawn across the epoch's steps
+        end = line.get("global_step")
+        if end is not None and _finite(line.get(name)):
+            ax.hlines(line[name], start, end, colors="C1", linestyles="dashed", linewidth=1.5)
+        start = end if end is not None else start
+    ax.set_xlabel("optimizer step")
+    if name == "train_lr":
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+
+
+def _draw_recall(ax: Any, epochs: list[dict], names: list[str]) -> None:
+    for i, name in enumerate(names):
+        pts = [(line["epoch"], line[name]) for line in epochs if _finite(line.get(name))]
+        if not pts:
+            continue
+        color = f"C{i % 10}"
+        ax.plot(*zip(*pts), marker="o", color=color, label=name)
+        chance_name = "chance_" + name.split("_", 1)[1]
+        chance = [(line["epoch"], line[chance_name]) for line in epochs if _finite(line.get(chance_name))]
+        if chance:
+            ax.plot(*zip(*chance), linestyle=":", color=color, linewidth=1.0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("%")
+    ax.legend(fontsize=7, ncol=2)
+
+
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -31,17 +31,19 @@ import numpy as np
 import torch
 
 from utils.atomic import atomic_open
-from utils.distributed import all_gather_object, get_rank
+from utils.errors import CheckpointError
+from engine.distributed import all_gather_object, get_rank, unwrap_model
 
 __all__ = [
     "CHECKPOINT_LAST",
-    "CheckpointError",
+    "CHECKPOINT_BEST",
     "capture_rng_state",
     "restore_rng_state",
     "gather_rng_states",
-    "build_checkpoint",
-    "save_checkpoint",
-    "load_checkpoint",
+    "read_torch_file",
+    "build_training_state",
+    "save_training_state",
+    "load_training_state",
     "list_checkpoints",
     "find_resume_checkpoint",
     "resume_position",
@@ -49,13 +51,10 @@ __all__ = [
 ]
 
 CHECKPOINT_LAST = "checkpoint_last.pth"
+CHECKPOINT_BEST = "checkpoint_best.pth"
 FORMAT_VERSION = 1
 _NUMBERED = re.compile(r"^checkpoint_step_(\d+)\.pth$")
 RESUME_KEYS = ("model", "optimizer", "config", "epoch", "global_step", "step_in_epoch", "epoch_finished", "sampler")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file."""
 
 
 # -- RNG state -----------------------------------------------------------------------
@@ -103,7 +102,7 @@ def gather_rng_states() -> list[dict[str, Any]]:
 # -- building and saving ----------------------------------------------------------------
 
 
-def build_checkpoint(
+def build_training_state(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -118,14 +117,14 @@ def build_checkpoint(
     skip_state: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict. ``model`` may be DDP-wrapped (its ``.module`` is saved, BLIP's keys).
+    """The checkpoint dict. ``model`` may be DDP-wrapped (the module inside is saved, BLIP's keys).
 
     ``epoch``: the epoch the checkpoint was taken in (BLIP: the epoch just finished);
     ``step_in_epoch``: optimizer steps done in it; ``epoch_finished``: True at the end of an
     epoch, so a resume starts the next one. ``rng_states``: from :func:`gather_rng_states`
     (defaults to this process's state only). ``extra``: more plain values (e.g. loss history).
     """
-    module = getattr(model, "module", model)
+    module = unwrap_model(model)
     checkpoint = {
         "model": module.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -175,7 +174,7 @@ def _link_or_copy_atomic(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def save_checkpoint(
+def save_training_state(
     checkpoint: Mapping[str, Any],
     output_dir: str | Path,
     *,
@@ -210,11 +209,10 @@ def save_checkpoint(
 # -- loading ------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, for_resume: bool = True) -> dict[str, Any]:
-    """Load with ``torch.load(weights_only=True)``; any failure is a CheckpointError naming the file.
+def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)``; any failure is a CheckpointError that names the file and why.
 
-    ``for_resume``: also require the training-state keys (a model-only file such as BLIP's
-    ``model_base.pth`` is for ``pretrained=``, not ``--resume``).
+    The one reader of ``.pth`` files: training state here, model weights in ``models.checkpoint``.
     """
     path = Path(path)
     if not path.is_file():
@@ -222,24 +220,32 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, for_resume: 
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, zip errors...
         if not zipfile.is_zipfile(path):
             raise CheckpointError(
                 f"{path}: not a torch checkpoint (no complete zip archive: truncated copy or another file type?)"
             ) from None
         raise CheckpointError(f"{path}: cannot load checkpoint: {_short_reason(exc)}") from None
+
+
+def load_training_state(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`save_training_state`, checked for what a resume needs.
+
+    A model-only file such as BLIP's ``model_base.pth`` is for ``pretrained=``, not ``--resume``:
+    the error says so.
+    """
+    checkpoint = read_torch_file(path, map_location)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
-    if for_resume:
-        missing = [key for key in RESUME_KEYS if key not in checkpoint]
-        if missing:
-            hint = (
-                " (it holds model weights only: start from it with pretrained=..., not --resume)"
-                if "model" in checkpoint
-                else ""
-            )
-            raise CheckpointError(f"{path}: not a training checkpoint, missing {', '.join(missing)}{hint}")
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        hint = (
+            " (it holds model weights only: start from it with pretrained=..., not --resume)"
+            if "model" in checkpoint
+            else ""
+        )
+        raise CheckpointError(f"{path}: not a training checkpoint, missing {', '.join(missing)}{hint}")
     return checkpoint
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,6 +21,7 @@ __all__ = [
     "DistInfo",
     "init_distributed",
     "destroy_distributed",
+    "launch_rank",
     "is_dist",
     "get_rank",
     "get_world_size",
@@ -28,6 +32,8 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_object",
     "all_gather_object",
+    "unwrap_model",
+    "PeerFailureWatch",
 ]
 
 
@@ -97,6 +103,11 @@ def init_distributed(device: str | None = None, timeout_minutes: float = 30.0) -
             device_id=dev if use_cuda else None,
         )
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, backend=backend)
+
+
+def launch_rank() -> int:
+    """This process's rank as the launcher set it (0 for a plain process); valid without a process group."""
+    return _env_int("RANK", "SLURM_PROCID") or 0
 
 
 def destroy_distributed() -> None:
@@ -171,3 +182,82 @@ def all_gather_object(obj: object) -> list[object]:
     out: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP / ``torch.compile`` wrappers (the one place that knows them)."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class PeerFailureWatch:
+    """When one rank fails, every other rank stops within seconds instead of hanging.
+
+    Without it, a rank that raises (unreadable data, out of memory) leaves the
+    others waiting inside their next collective until the process-group timeout
+    (30 minutes here, hours with some launchers): the job looks alive and burns
+    its allocation. On entry each rank starts a daemon thread that polls one key
+    in the process group's rendezvous store; a rank leaving the block with an
+    exception writes its message there, and the others print one line naming it
+    and exit with status 1. Works the same under torchrun and SLURM's srun, with
+    gloo and NCCL. Without a process group it does nothing.
+    """
+
+    def __init__(self, poll_seconds: float = 1.0):
+        self.poll_seconds = poll_seconds
+        self._store: Any = None
+        self._key = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeerFailureWatch":
+        if not is_dist():
+            return self
+        try:
+            from torch.distributed.distributed_c10d import _get_default_store
+
+            self._store = _get_default_store()
+        except (ImportError, RuntimeError, ValueError):  # private API moved: fall back to the timeout
+            return self
+        generation = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        token = broadcast_object(os.urandom(8).hex())  # one key per job, not per store
+        self._key = f"medvlp/failed/{generation}/{token}"
+        self._thread = threading.Thread(target=self._poll, name="medvlp-peer-failure-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                if not self._store.check([self._key]):
+                    continue
+                failed_rank, _, message = self._store.get(self._key).decode("utf-8", "replace").partition("\t")
+            except Exception:  # the store went away: the job is ending anyway
+                return
+            if self._stop.is_set():
+                return
+            sys.stdout.flush()
+            print(f"rank {get_rank()}: stopping because rank {failed_rank} failed: {message}",
+                  file=sys.stderr, flush=True)
+            os._exit(1)
+
+    def report(self, message: str) -> None:
+        """Tell the other ranks that this one failed (also called by ``__exit__`` on an exception)."""
+        if self._store is None:
+            return
+        self._stop.set()  # this rank reports; it must not also exit through its own watcher
+        try:
+            self._store.set(self._key, f"{get_rank()}\t{message}")
+        except Exception:
+            pass
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and self._store is not None and not self._stop.is_set():
+            first_line = (str(exc).strip().splitlines() or [exc_type.__name__])[0]
+            self.report(f"{exc_type.__name__}: {first_line}"[:2000])
+        self._stop.set()

@@ -1,0 +1,143 @@
+"""BLIP pretraining as an engine task: ITC (momentum distillation) + ITM (hard negatives) + LM.
+
+The config keys are BLIP's ``configs/pretrain.yaml`` keys with their meaning and
+BLIP-base defaults, plus ours (README, "Config keys"). Each epoch can end with a
+zero-shot ITC retrieval check on ``eval_file``, printed next to chance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from data.pretrain_dataset import build_pretrain_dataset, build_pretrain_loader
+from data.retrieval_dataset import RetrievalEvalDataset
+from data.transforms import build_image_transform
+from engine.config import ENGINE_KEYS, Key, Schema
+from engine.distributed import barrier, is_main_process
+from engine.task import StepContext, TrainData
+from models.blip_pretrain import BlipPretrain
+from models.tokenizer import load_tokenizer
+from models.retrieval_eval import chance_recall, itc_similarity_matrix, recall_at_k
+from tasks.common import build_task_model, image_keys, model_keys
+
+__all__ = ["PRETRAIN_SCHEMA", "PretrainTask", "alpha_at", "small_eval_warning", "run_pretraining"]
+
+_REQUIRED = object()
+
+PRETRAIN_SCHEMA = Schema(
+    name="pretrain",
+    keys=(
+        # data
+        Key("train_file", "list[str]", _REQUIRED, "BLIP pretrain JSON list file(s) of {image, caption, ...}; a single path is accepted too.", required=True),
+        Key("image_root", "str", None, "Folder that relative image paths resolve against; null: each JSON file's own folder.", nullable=True),
+        Key("max_words", "int", 30, "Captions are cut to this many words after BLIP's pre_caption cleaning.", minimum=1),
+        *image_keys(224, [0.2, 1.0]),
+        Key("eval_file", "str", None, "Optional retrieval-format test list [{image, caption: [...]}] for a quick ITC recall eval after each epoch.", nullable=True),
+        # model
+        *model_keys(max_length=30, alpha_rampup=(
+            Key("alpha_rampup_epochs", "float", 2, "alpha ramps linearly from 0 over this many epochs (BLIP: 2); 0: no ramp.", minimum=0.0),
+        )),
+        *ENGINE_KEYS,
+    ),
+    unsupported={
+        "laion_path": "BLIP's LAION-115M webdataset shards are not supported; list the data in train_file",
+    },
+)
+
+
+def alpha_at(config: Mapping[str, Any], epoch: int, step: int, steps_per_epoch: int) -> float:
+    """BLIP: alpha ramps linearly from 0 over the first ``alpha_rampup_epochs`` epochs."""
+    ramp = float(config["alpha_rampup_epochs"])
+    if ramp <= 0:
+        return float(config["alpha"])
+    progress = (epoch * steps_per_epoch + step) / (ramp * steps_per_epoch)
+    return float(config["alpha"]) * min(1.0, progress)
+
+
+def small_eval_warning(chance: Mapping[str, float], where: str) -> str | None:
+    """A warning when a random ranking already scores >= 50% at some K: such recall says little."""
+    high = {k: v for k, v in chance.items() if v >= 50.0}
+    if not high:
+        return None
+    shown = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(high.items()))
+    return (f"warning: {where} is too small for recall to mean much: a random ranking already scores {shown}; "
+            "use a larger evaluation set")
+
+
+class PretrainTask:
+    """What the engine needs for pretraining (see ``engine/task.py``)."""
+
+    name = "pretrain"
+    schema = PRETRAIN_SCHEMA
+    best_metric = None
+
+    def __init__(self) -> None:
+        self._eval_set: RetrievalEvalDataset | None = None
+
+    def build_model(self, config: Mapping[str, Any], device: torch.device) -> BlipPretrain:
+        model = build_task_model("pretrain", config, device)
+        self._tokenizer = model.tokenizer
+        return model
+
+    def build_train_data(self, config: Mapping[str, Any], device: torch.device) -> TrainData:
+        dataset = build_pretrain_dataset(config)
+        if config.get("eval_file"):  # read now: a broken evaluation file fails before any training
+            self._eval_set = RetrievalEvalDataset(
+                config["eval_file"], build_image_transform("test", config["image_size"]),
+                image_root=config.get("image_root"), max_words=config["max_words"],
+                max_pixels=config["max_image_pixels"])
+        return build_pretrain_loader(
+            dataset, batch_size=config["batch_size"], num_workers=config["num_workers"], seed=config["seed"],
+            pin_memory=device.type == "cuda", tokenizer=getattr(self, "_tokenizer", None) or load_tokenizer(config["tokenizer"]),
+            max_length=config["max_length"],
+        )
+
+    def setup_messages(self, config: Mapping[str, Any], data: TrainData) -> list[str]:
+        messages = []
+        if self._eval_set is not None:
+            chance = chance_recall(self._eval_set.img2txt, len(self._eval_set.texts))
+            warning = small_eval_warning(chance, f"eval_file {config['eval_file']} ({len(self._eval_set)} images)")
+            if warning:
+                messages.append(warning)
+        return messages
+
+    def forward(self, model: torch.nn.Module, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        alpha = alpha_at(ctx.config, ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
+        return model(
+            batch["image"].to(ctx.device, non_blocking=True),
+            batch["text_ids"].to(ctx.device, non_blocking=True),
+            batch["text_atts"].to(ctx.device, non_blocking=True),
+            alpha,
+            update_momentum=ctx.first_micro_batch,  # one EMA step per optimizer step
+            defer_enqueue=True,  # enqueued in after_step, only when the step was finite
+        )
+
+    def after_step(self, model: torch.nn.Module, finite: torch.Tensor) -> None:
+        model.commit_queue(finite)
+
+    def evaluate(self, model: torch.nn.Module, config: Mapping[str, Any], device: torch.device,
+                 autocast_dtype: torch.dtype | None) -> dict[str, float]:
+        """Zero-shot ITC recall on ``eval_file`` (rank 0), with chance levels alongside."""
+        if self._eval_set is None:
+            return {}
+        metrics: dict[str, float] = {}
+        if is_main_process():
+            sims = itc_similarity_matrix(model, self._eval_set, batch_size=max(8, config["batch_size"]),
+                                         device=device, autocast_dtype=autocast_dtype)
+            dataset = self._eval_set
+            metrics = {f"eval_{k}": v for k, v in recall_at_k(sims, dataset.img2txt, dataset.txt2img).items()}
+            metrics.update({f"chance_{k}": v for k, v in chance_recall(dataset.img2txt, len(dataset.texts)).items()})
+        barrier()
+        return metrics
+
+
+def run_pretraining(config: Mapping[str, Any], *, resume: bool = False):
+    """Pretrain with a validated config (``engine.config.load_config(path, overrides, PRETRAIN_SCHEMA)``).
+
+    Returns the engine's ``RunResult``; ``pretrain.py`` is this plus the command line.
+    """
+    from engine.loop import Trainer
+
+    return Trainer(PretrainTask(), config, resume=resume).run()
