@@ -328,19 +328,20 @@ def read_log_events(path: str | Path, name: str | None = None) -> list[dict]:
 _RECALL = re.compile(r"^(eval|val|test)_(txt|img)_r(1|5|10)$")
 
 
-def plot_loss_curves(log_path: str | Path, out_path: str | Path) -> bool:
+def plot_loss_curves(log_path: str | Path, out_path: str | Path) -> list[str]:
     """Draw ``log.txt`` as one panel per loss (each on its own scale), lr, grad norm and eval recall.
 
     Step lines give the curves (means over ``log_every`` steps), epoch means are dashed segments
     across their epoch, grey vertical lines mark resumes, and recall per epoch is drawn next to its
-    chance level (dotted). Written atomically. Returns False when there is nothing to plot yet.
+    chance level (dotted). Written atomically. Returns the panel titles ([] when there is nothing
+    to plot yet).
     """
     steps, epochs = read_log(log_path)
     resumes = [int(e["global_step"]) for e in read_log_events(log_path, "resumed")]
     keys = {k for line in steps + epochs for k in line}
     losses = sorted(k for k in keys if k.startswith("train_") and "loss" in k)
     if not losses:
-        return False
+        return []
     panels: list[tuple[str, list[str]]] = [(k.removeprefix("train_"), [k]) for k in losses]
     for name in ("train_lr", "train_grad_norm"):
         if name in keys:
@@ -356,6 +357,7 @@ def plot_loss_curves(log_path: str | Path, out_path: str | Path) -> bool:
     cols = 3 if len(panels) > 4 else 2
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(5.2 * cols, 3.2 * rows), dpi=100)
+    titles = []
     for i, (title, names) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         if title == "recall (epoch)":
@@ -364,13 +366,14 @@ def plot_loss_curves(log_path: str | Path, out_path: str | Path) -> bool:
             _draw_series(ax, steps, epochs, names[0])
         for step in resumes:
             ax.axvline(step, color="0.5", linestyle=":", linewidth=1.0)
-        ax.set_title(title + (" (dotted grey: resumed)" if resumes and i == 0 else ""), fontsize=10)
+        titles.append(title + (" (dotted grey: resumed)" if resumes and i == 0 else ""))
+        ax.set_title(titles[-1], fontsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle("training log (solid: means over log_every steps; dashed: epoch means)", fontsize=10)
     fig.tight_layout()
     with atomic_open(out_path, "wb") as handle:
         fig.savefig(handle, format="png")
-    return True
+    return titles
 
 
 def _draw_series(ax: Any, steps: list[dict], epochs: list[dict], name: str) -> None:

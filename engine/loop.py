@@ -25,6 +25,7 @@ a run survive a real cluster lives here, once:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import random
@@ -214,7 +215,11 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(checkpoint["scaler"])
-        self.data.load_state_dict(checkpoint["sampler"])
+        try:
+            self.data.load_state_dict(checkpoint["sampler"])
+        except ValueError as exc:  # the data changed under the run: the saved position means other samples
+            raise TrainingError(f"cannot resume {path}: {exc}; restore the training data the run used, "
+                                "or start a new run with another --output_dir") from None
         if checkpoint.get("skips"):
             self.run_skips = SkipCounter.from_state_dict(checkpoint["skips"])
         self.start_epoch, self.global_step = epoch, int(checkpoint["global_step"])
@@ -253,11 +258,7 @@ class Trainer:
     def _open_log(self) -> None:
         cfg = self.cfg
         self.logger = TrainLogger(self.output_dir, log_every=cfg["log_every"], global_step=self.global_step)
-        self.ddp = (
-            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                    broadcast_buffers=False)  # queues are identical on every rank already
-            if is_dist() else self.model
-        )
+        self.ddp = self._wrap_ddp() if is_dist() else self.model
         self.result.model = self.model
         if not is_main_process():
             return
@@ -284,6 +285,15 @@ class Trainer:
         else:
             for report in getattr(self.model, "init_reports", []):
                 self.logger.write(report.summary() if hasattr(report, "summary") else str(report))
+
+    def _wrap_ddp(self) -> DistributedDataParallel:
+        # The feature queues are updated identically on every rank (from gathered features): no
+        # buffer broadcast before each forward. torch 2.14 renamed the switch.
+        no_buffer_sync = ({"forward_sync_buffers": False}
+                          if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                          else {"broadcast_buffers": False})
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=device_ids, **no_buffer_sync)
 
     # ----- one epoch ----------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> bool:

@@ -40,6 +40,7 @@ from data.scraper.openi import DEFAULT_OPENI_URL
 from data.scraper.sources import ImageResult, LocalSource, OpeniSource, PmcSource
 from data.scraper.splits import load_records, rebase_records, write_lists
 from utils.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_json
+from utils.errors import ConfigError
 
 try:  # advisory lock against two scrapers writing one folder; POSIX only
     import fcntl
@@ -64,10 +65,6 @@ log = logging.getLogger("medvlp.scrape")
 SOURCES = {"pmc": PmcSource, "openi": OpeniSource, "local": LocalSource}
 NCBI_MAX_RATE = {False: 3.0, True: 10.0}  # requests/s without / with an API key
 MAX_SPLIT_WORKERS = 8  # each split process holds its own OCR engine (~100 MB)
-
-
-class ConfigError(ValueError):
-    """Bad settings or a folder that belongs to another job: nothing was changed."""
 
 
 @dataclass
