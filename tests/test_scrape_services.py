@@ -339,9 +339,10 @@ def test_split_search_resumes_after_kill_9_without_duplicates(tmp_path):
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         done = subprocess.run([*base, "--out", str(reference)], cwd=REPO, env=env, capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()
-        first_run = len(services.requests_to("/eutils/esearch.fcgi"))
-
-        services.hold_prefix, services.hold_after = "/eutils/esearch.fcgi", first_run // 2  # the rest never returns
+        # Hold the first request for a second page of a window: a page of ids is committed, more are to come.
+        sent = services.requests_to("/eutils/esearch.fcgi")
+        second_page = next(i for i, r in enumerate(sent) if r.query["retstart"] != ["0"])
+        services.hold_prefix, services.hold_after = "/eutils/esearch.fcgi", second_page  # this one never returns
         process = subprocess.Popen([*base, "--out", str(resumed)], cwd=REPO, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
