@@ -39,7 +39,6 @@ from data.scraper import eutils, openi
 from data.scraper.http import HttpClient, HttpSettings, RateLimiter
 from data.scraper.jats import article_meta, iter_articles, parse_xml
 from data.scraper.pipeline import ScrapeContext, run_all, step_search
-from data.scraper.pmc_search import PmcSearch
 from data.scraper.splits import load_records
 from scrape_fakes import (
     ESEARCH_WINDOW,
@@ -315,6 +314,8 @@ def test_an_unreadable_page_while_splitting_loses_nothing(tmp_path):
 
 
 def test_search_states_written_before_date_splitting_are_continued():
+    from data.scraper.pmc_search import PmcSearch  # imported here: the rest of this file also runs on older code
+
     planner = PmcSearch(None, eutils.EutilsConfig(), "q", page_size=100)  # upgrade() sends nothing
     assert planner.upgrade({"next": 300, "count": 1200, "exhausted": False})["mode"] == "relevance"
     assert planner.upgrade({"next": 0, "count": None, "exhausted": False})["mode"] is None
