@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from data.scraper.download import ImageLimits
-from data.scraper.eutils import DEFAULT_EUTILS_URL, EutilsError
-from data.scraper.http import FetchError, HttpSettings, RefusedError
+from data.scraper.eutils import DEFAULT_EUTILS_URL
+from data.scraper.http import FetchError, HttpSettings, QueryError, RefusedError
 from data.scraper.jats import JatsError, article_figures, article_meta, iter_articles, parse_xml
 from data.scraper.licenses import LICENSE_CHOICES
 from data.scraper.manifest import ManifestError
-from data.scraper.oa_bucket import DEFAULT_BUCKET_URL, DEFAULT_FTP_URL, DEFAULT_OA_SERVICE_URL
+from data.scraper.oa_bucket import DEFAULT_BUCKET_URL
+from data.scraper.oa_package import DEFAULT_FTP_URL, DEFAULT_OA_SERVICE_URL
 from data.scraper.openi import DEFAULT_OPENI_URL
 from data.scraper.pipeline import (
     ConfigError,
@@ -87,6 +88,12 @@ def add_job_arguments(parser: argparse.ArgumentParser, *, local: bool) -> None:
         default="any",
         help="any: every open-access licence, recorded per record (default); cc: Creative Commons only; "
         "commercial: licences that allow commercial reuse (CC BY, CC BY-SA, CC BY-ND, CC0)",
+    )
+    _add(
+        group,
+        "--keep_retracted",
+        action="store_true",
+        help="keep figures of retracted articles (pmc; default: skipped and counted, never training data)",
     )
     _add(group, "--openi_collection", default="pmc", help="Open-i 'coll' (default pmc)")
     _add(group, "--openi_image_type", default="", help="Open-i 'it' image-type filter, e.g. xg (no graphics)")
@@ -145,7 +152,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_required: bool 
     _add(urls, "--bucket_url", default=DEFAULT_BUCKET_URL)
     _add(urls, "--oa_service_url", default=DEFAULT_OA_SERVICE_URL)
     _add(urls, "--ftp_url", default=DEFAULT_FTP_URL)
-    _add(urls, "--no_fallback", action="store_true", help="do not try the OA package when the bucket lacks an image")
+    _add(
+        urls,
+        "--no_fallback",
+        action="store_true",
+        help="never try the legacy OA-package route (oa.fcgi + FTP packages; NCBI removed those files in August "
+        "2026, so by default it is probed once and used only if it works)",
+    )
     _add(
         polite,
         "--max_failures",
@@ -272,6 +285,7 @@ def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
         openi_image_type=getattr(args, "openi_image_type", ""),
         openi_article_type=getattr(args, "openi_article_type", ""),
         fallback=not args.no_fallback,
+        keep_retracted=getattr(args, "keep_retracted", False),
         max_failures_in_a_row=args.max_failures,
         split=not getattr(args, "no_split", False),
         split_workers=getattr(args, "split_workers", None),
@@ -354,6 +368,15 @@ def _print_summary(report: dict[str, Any]) -> None:
         f"downloaded {figures['downloaded']}, pending {figures['pending']}; skipped: {skipped}",
         file=sys.stderr,
     )
+    routes = "; ".join(
+        f"{name}: {r['articles']} articles, {r['figures']} figures" + (f" ({r['about']})" if r.get("about") else "")
+        for name, r in report.get("routes", {}).items()
+    )
+    if routes:
+        print(f"routes: {routes}", file=sys.stderr)
+    excluded = report["articles"].get("skipped_at_download") or {}
+    if excluded:
+        print("articles skipped at download: " + ", ".join(f"{k}={v}" for k, v in excluded.items()), file=sys.stderr)
     split = report.get("split")
     if isinstance(split, dict) and all(k in split for k in ("figures", "split", "panels", "whole")):
         split_skips = ", ".join(f"{k}={v}" for k, v in split.get("skipped", {}).items()) or "none"
@@ -389,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return _run_step(name, args)
-    except (ConfigError, ManifestError, EutilsError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, ManifestError, QueryError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RefusedError as exc:

@@ -1,18 +1,33 @@
-"""A local HTTP server that plays NCBI E-utilities, the PMC OA bucket, the OA web service + FTP and Open-i.
+"""A local HTTP server that plays NCBI E-utilities, the PMC Cloud Service bucket, the legacy OA service and Open-i.
 
 Used by the scraper tests and by ``bench/bench_scrape_rate.py``. It binds to
-127.0.0.1 only. Responses are shaped like the real services' (esearch JSON,
-``<pmc-articleset>`` efetch XML, S3 ``ListBucketResult``, the bucket's
-per-article metadata JSON, ``oa.fcgi`` XML, Open-i search JSON). Faults are
-queued per path: ``server.fault("/bucket/PMC1.1/gr1.jpg", Fault.hang(), Fault.status(500))``
+127.0.0.1 only. Responses copy the services' documented shapes; the
+hand-written recorded responses they follow are in ``tests/data/scrape/``
+(sources and the date they were checked: ``tests/data/scrape/SOURCES.md``):
+
+* ESearch JSON, paging only the first 9,999 records of a search (a larger
+  ``retstart`` answers an ``ERROR``) and honouring ``YYYY/MM/DD:YYYY/MM/DD[pmcrdat]``
+  windows against :attr:`FakeServices.release_dates`;
+* ``<pmc-articleset>`` efetch XML;
+* the bucket: S3 ``ListBucketResult``; per article version the metadata JSON in
+  NCBI's sample-object shape (every S3 URL with ``?md5=``, ``title`` included)
+  under ``metadata/`` and in the version folder;
+* ``oa.fcgi`` XML, and FTP packages that can be marked removed (as NCBI did in
+  August 2026);
+* Open-i search JSON (``uid`` per article, ``pmcid`` a bare number, relative
+  ``imgLarge``, ``ccLicense``), with ``{"Query-Error": ...}`` for unknown filter values.
+
+Faults are queued per path: ``server.fault("/bucket/PMC1.1/gr1.jpg", Fault.hang(), Fault.status(500))``
 makes the next two requests to that path hang and fail, then it behaves.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
+import re
 import tarfile
 import threading
 import time
@@ -28,6 +43,22 @@ from PIL import Image
 
 from data.image_io import open_image
 from data.scraper.splits import load_records
+
+FIXTURES = Path(__file__).resolve().parent / "data" / "scrape"
+ESEARCH_WINDOW = 9999  # records ESearch pages through (retstart 0 .. 9998)
+OPENI_IMAGE_TYPES = {"xg", "xm", "x", "u", "ph", "p", "mc", "m", "g", "c"}
+OPENI_COLLECTIONS = {"pmc", "cxr", "usc", "hmd", "mpx"}
+_PMCRDAT = re.compile(r"(\d{4}/\d{1,2}/\d{1,2}):(\d{4}/\d{1,2}/\d{1,2})\[pmcrdat\]")
+
+
+def fixture(name: str) -> bytes:
+    """A recorded response from tests/data/scrape/ (hand-written from the documented formats)."""
+    return (FIXTURES / name).read_bytes()
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
 
 XLINK = 'xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:mml="http://www.w3.org/1998/Math/MathML" xmlns:ali="http://www.niso.org/schemas/ali/1.0/"'
 
@@ -146,6 +177,11 @@ class Fault:
         return Fault("status", status=code, headers=headers or {}, body=body or f"HTTP {code}".encode())
 
     @staticmethod
+    def none() -> "Fault":
+        """Answer normally (to fault a later request in the queue, not the next one)."""
+        return Fault("none")
+
+    @staticmethod
     def hang(seconds: float = 3.0) -> "Fault":
         return Fault("hang", seconds=seconds)
 
@@ -174,9 +210,12 @@ class FakeServices:
     def __init__(self) -> None:
         self.articles: dict[str, str] = {}  # PMCID -> <article> XML (may be broken on purpose)
         self.search_ids: list[str] = []  # esearch result order (numeric ids as NCBI gives them for db=pmc)
+        self.release_dates: dict[str, str] = {}  # numeric id -> PMC release date "YYYY/MM/DD" ([pmcrdat])
         self.bucket_meta: dict[str, Any] = {}  # "PMC1.1" -> metadata dict, or bytes for a malformed file
         self.bucket_files: dict[str, tuple[bytes, str]] = {}  # key "PMC1.1/gr1.jpg" -> (bytes, content type)
         self.oa_packages: dict[str, bytes] = {}  # PMCID -> tgz bytes (served under /ftp/pub/pmc/oa_package/)
+        self.oa_packages_removed = False  # True: the FTP packages answer 404 while oa.fcgi still names them
+        self.oa_retracted: set[str] = set()  # PMCIDs whose OA record says retracted="yes"
         self.openi_items: list[dict[str, Any]] = []
         self.openi_files: dict[str, tuple[bytes, str]] = {}  # path under /openi -> (bytes, type)
         self.faults: dict[str, list[Fault]] = {}
@@ -245,33 +284,57 @@ class FakeServices:
         files: dict[str, bytes],
         *,
         version: int = 1,
-        license_code: str = "CC BY",
+        license_code: str | None = "CC BY",
         media_urls: bool = True,
         content_type: str = "image/jpeg",
-    ) -> None:
+        retracted: bool = False,
+        open_access: bool = True,
+        title: str = "A study",
+        pmid: int | None = None,
+    ) -> dict[str, Any]:
+        """Serve an article version: its objects, and its metadata JSON in NCBI's sample-object shape.
+
+        The keys, their order and value types are those of the documented sample
+        (tests/data/scrape/PMC10000001.1.json); every S3 URL carries the MD5 of
+        the bytes served for it. Returns the metadata.
+        """
         key = f"{pmcid}.{version}"
         for name, data in files.items():
             self.bucket_files[f"{key}/{name}"] = (data, content_type)
-        self.bucket_files[f"{key}/{key}.xml"] = (self.articles.get(pmcid, "").encode(), "application/xml")
-        meta = {
+        objects = {
+            "pdf_url": (f"{key}.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf"),
+            "xml_url": (f"{key}.xml", self.articles.get(pmcid, "").encode(), "application/xml"),
+            "text_url": (f"{key}.txt", b"plain text of the article\n", "text/plain"),
+        }
+        for name, data, kind in objects.values():
+            self.bucket_files[f"{key}/{name}"] = (data, kind)
+
+        def s3(name: str, data: bytes) -> str:
+            return f"s3://pmc-oa-opendata/{key}/{name}?md5={md5_hex(data)}"
+
+        values = {
             "pmcid": pmcid,
             "version": version,
-            "pmid": None,
-            "doi": None,
+            "pmid": pmid,
+            "doi": f"10.1016/j.radcr.2020.{pmcid[3:]}",
             "mid": None,
-            "is_pmc_openaccess": True,
+            "title": title,
+            "citation": "Radiol Case Rep. 2020 Feb 3;15(4):101-104",
+            "is_pmc_openaccess": open_access,
             "is_manuscript": False,
             "is_historical_ocr": False,
-            "is_retracted": False,
+            "is_retracted": retracted,
             "license_code": license_code,
-            "citation": "Radiol Case Rep. 2020 Feb 3; 15(4):101-104",
-            "xml_url": f"s3://pmc-oa-opendata/{key}/{key}.xml",
-            "text_url": f"s3://pmc-oa-opendata/{key}/{key}.txt",
-            "pdf_url": f"s3://pmc-oa-opendata/{key}/{key}.pdf",
+            **{field_name: s3(name, data) for field_name, (name, data, _) in objects.items()},
+            "media_urls": [s3(name, data) for name, data in files.items()],
         }
-        if media_urls:
-            meta["media_urls"] = [f"s3://pmc-oa-opendata/{key}/{name}" for name in files]
+        template = json.loads(fixture("PMC10000001.1.json"))
+        meta = {name: values[name] for name in template}  # the documented keys, in the documented order
+        if not media_urls:
+            del meta["media_urls"]  # "if available"
         self.bucket_meta[key] = meta
+        self.bucket_files[f"{key}/{key}.json"] = (json.dumps(meta).encode(), "application/json")
+        return meta
 
     # -- routing ----------------------------------------------------------------------------------
     def handle(
@@ -299,7 +362,7 @@ class FakeServices:
             return self._oa_service(query)
         if path.startswith("/ftp/pub/pmc/oa_package/"):
             pmcid = path.rsplit("/", 1)[-1].removesuffix(".tar.gz")
-            if pmcid not in self.oa_packages:
+            if pmcid not in self.oa_packages or self.oa_packages_removed:
                 return 404, {"Content-Type": "text/html"}, b"<html>Not Found</html>"
             return 200, {"Content-Type": "application/x-gzip"}, self.oa_packages[pmcid]
         if path.startswith("/openi/api/search"):
@@ -314,19 +377,21 @@ class FakeServices:
     def _esearch(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
         start = int(query.get("retstart", ["0"])[0])
         size = int(query.get("retmax", ["20"])[0])
-        ids = self.search_ids[start : start + size]
-        result = {
-            "header": {"type": "esearch", "version": "0.3"},
-            "esearchresult": {
-                "count": str(len(self.search_ids)),
-                "retmax": str(len(ids)),
-                "retstart": str(start),
-                "idlist": ids,
-                "translationset": [],
-                "querytranslation": query.get("term", [""])[0],
-            },
-        }
-        return 200, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(result).encode()
+        term = query.get("term", [""])[0]
+        headers = {"Content-Type": "application/json; charset=UTF-8"}
+        if start > ESEARCH_WINDOW - 1:
+            return 200, headers, fixture("esearch_pmc_past_window.json")
+        hits = self.search_ids
+        window = _PMCRDAT.search(term)
+        if window:  # zero-padded YYYY/MM/DD strings compare like the dates they name
+            first, last = (datetime.datetime.strptime(d, "%Y/%m/%d").strftime("%Y/%m/%d") for d in window.groups())
+            hits = [i for i in hits if first <= self.release_dates.get(i, "0000") <= last]
+        ids = hits[start : min(start + size, ESEARCH_WINDOW)]
+        result = json.loads(fixture("esearch_pmc.json"))
+        result["esearchresult"].update(
+            count=str(len(hits)), retmax=str(len(ids)), retstart=str(start), idlist=ids, querytranslation=term
+        )
+        return 200, headers, json.dumps(result).encode()
 
     def _efetch(self, form: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
         ids = [i for i in form.get("id", [""])[0].split(",") if i]
@@ -366,23 +431,23 @@ class FakeServices:
 
     def _oa_service(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
         pmcid = query.get("id", [""])[0]
-        head = '<?xml version="1.0" encoding="UTF-8"?><OA><responseDate>2024-05-01 10:00:00</responseDate>'
-        head += f'<request id="{escape(pmcid)}">https://www.ncbi.nlm.nih.gov/pmc/utils/oa/oa.fcgi?id={escape(pmcid)}</request>'
         if pmcid not in self.oa_packages:
-            body = (
-                head + f"<error code=\"idIsNotOpenAccess\">identifier '{escape(pmcid)}' is not Open Access</error></OA>"
-            )
-        else:
-            body = (
-                head + '<records returned-count="1" total-count="1">'
-                f'<record id="{pmcid}" citation="Radiol Case Rep. 2020" license="CC BY" retracted="no">'
-                f'<link format="tgz" updated="2020-03-02 05:08:13" '
-                f'href="ftp://ftp.ncbi.nlm.nih.gov/pub/pmc/oa_package/8e/71/{pmcid}.tar.gz"/>'
-                "</record></records></OA>"
-            )
-        return 200, {"Content-Type": "text/xml"}, body.encode()
+            record = fixture("oa_service_record.xml").decode().replace("PMC10000002", escape(pmcid))
+            head = record[: record.index("<records")]
+            error = f"<error code=\"idIsNotOpenAccess\">identifier '{escape(pmcid)}' is not Open Access</error>"
+            return 200, {"Content-Type": "text/xml"}, (head + error + "</OA>").encode()
+        record = fixture("oa_service_record.xml").decode().replace("PMC10000002", pmcid)
+        if pmcid in self.oa_retracted:
+            record = record.replace('retracted="no"', 'retracted="yes"')
+        return 200, {"Content-Type": "text/xml"}, record.encode()
 
     def _openi(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        for name, known in (("it", OPENI_IMAGE_TYPES), ("coll", OPENI_COLLECTIONS)):
+            values = [v for v in query.get(name, [""])[0].split(",") if v]
+            bad = [v for v in values if v not in known]
+            if bad:  # Open-i answers HTTP 200 with an error object, not an empty result
+                error = {"Query-Error": f"Invalid value for parameter {name}: {bad[0]!r}"}
+                return 200, {"Content-Type": "application/json"}, json.dumps(error).encode()
         m = int(query.get("m", ["1"])[0])
         n = int(query.get("n", [str(m + 9)])[0])
         items = self.openi_items[m - 1 : n]
@@ -491,6 +556,7 @@ EXPECTED_PMC_CAPTIONS = {
     "PMC1002/F3b/fig3b.tif": "Glioblastoma in a 54-year-old man. (b) Relative cerebral blood volume map.",
     "PMC1002/F5/fig5": "Kaplan-Meier survival curves of both cohorts. (a) Overall survival. "
     "(b) Progression-free survival.",
+    "PMC1004/F2/gr2": "Radiograph whose first download is an HTML error page.",
     "PMC1004/F6/gr6": "Exactly the same figure listed twice.",
     "PMC1004/F8/gr8": "Chest radiograph after a hung first request.",
     "PMC1004/F10/gr10": "Coronal CT after a server error.",
@@ -524,7 +590,7 @@ def pmc_world(services: FakeServices, *, image_fmt: str = "JPEG") -> dict[str, A
     fault_figs = "".join(
         [
             fig("F1", "gr1", "A truncated JPEG from the server."),
-            fig("F2", "gr2", "An HTML error page served as an image."),
+            fig("F2", "gr2", "Radiograph whose first download is an HTML error page."),
             fig("F3", "gr3", "HTML with an image content type."),
             fig("F4", "gr4", "A very large flat image in pixels."),
             fig("F5", "gr5", "A file larger than the byte cap."),
@@ -590,6 +656,7 @@ def pmc_world(services: FakeServices, *, image_fmt: str = "JPEG") -> dict[str, A
         }
     )
     b = "/bucket/PMC1004.1/"
+    # An HTML error page instead of the object: its MD5 is not the published one, so it is retried and recovered.
     services.fault(b + "gr2.jpg", Fault.body_of(html, "text/html; charset=utf-8"))
     services.fault(b + "gr8.jpg", Fault.hang())
     services.sticky[b + "gr9.jpg"] = Fault.hang()
@@ -602,7 +669,6 @@ def pmc_world(services: FakeServices, *, image_fmt: str = "JPEG") -> dict[str, A
         "keys": list(EXPECTED_PMC_CAPTIONS),
         "captions": EXPECTED_PMC_CAPTIONS,
         "figure_skips": {
-            "bad_content_type": 1,
             "duplicate_content": 1,
             "duplicate_figure": 1,
             "not_an_image": 1,
@@ -616,6 +682,7 @@ def pmc_world(services: FakeServices, *, image_fmt: str = "JPEG") -> dict[str, A
         "images": {
             "PMC1001/F1/gr1": img[1],
             "PMC1002/F3a/fig3a.tif": img[4],
+            "PMC1004/F2/gr2": img[8],
             "PMC1002/F5/fig5": img[6],
             "PMC1005/F1/fig1": img[15],
         },

@@ -12,7 +12,8 @@ import pytest
 
 from data.scraper.download import ImageLimits, SkipError, image_relpath, ordered_map, safe_join, verify_image_bytes
 from data.scraper.http import HttpClient, HttpSettings, RateLimiter
-from data.scraper.oa_bucket import BucketResolver, OAPackageFallback, is_safe_href, match_media
+from data.scraper.oa_bucket import BucketResolver, is_safe_href, match_media
+from data.scraper.oa_package import LegacyPackageRoute
 from scrape_fakes import FakeServices, make_flat_png, make_image, make_tgz
 
 LIMITS = ImageLimits(max_bytes=200_000, max_pixels=1_000_000, min_side=32)
@@ -149,11 +150,11 @@ def test_bucket_resolver_picks_latest_version_and_lists_when_metadata_has_no_med
         resolver = BucketResolver(_client(), f"{services.url}/bucket")
         media = resolver.media("PMC7")
         assert (media.version, media.license) == (2, "CC BY-NC-ND")
-        assert media.url_for("f1") == f"{services.url}/bucket/PMC7.2/f1.jpg"
+        assert media.media_for("f1").url == f"{services.url}/bucket/PMC7.2/f1.jpg"
         assert resolver.media("PMC8") is None  # not in the bucket
         resolver.media("PMC7")
         assert len(services.requests_to("/bucket/metadata/PMC7.2.json")) == 1  # memoized per article
-        assert resolver.https_url("s3://pmc-oa-opendata/PMC7.2/a.jpg") == f"{services.url}/bucket/PMC7.2/a.jpg"
+        assert resolver.media_file("s3://pmc-oa-opendata/PMC7.2/a.jpg")[1].url == f"{services.url}/bucket/PMC7.2/a.jpg"
 
 
 def test_oa_package_is_read_in_memory_only(tmp_path, monkeypatch):
@@ -163,9 +164,9 @@ def test_oa_package_is_read_in_memory_only(tmp_path, monkeypatch):
         services.oa_packages["PMC9"] = make_tgz(
             {"PMC9/f1.jpg": jpg, "PMC9/article.nxml": b"<article/>", "../../escape.jpg": b"x", "/abs.png": b"y"}
         )
-        fallback = OAPackageFallback(_client(), f"{services.url}/oa/oa.fcgi", f"{services.url}/ftp")
+        fallback = LegacyPackageRoute(_client(), f"{services.url}/oa/oa.fcgi", f"{services.url}/ftp")
         package = fallback.package("PMC9")
-        assert package.url == f"{services.url}/ftp/pub/pmc/oa_package/8e/71/PMC9.tar.gz"
+        assert package.url == f"{services.url}/ftp/pub/pmc/oa_package/3f/0c/PMC9.tar.gz"  # oa_service_record.xml
         assert package.images["f1.jpg"] == jpg and "article.nxml" not in package.images
         assert fallback.package("PMC404") is None  # OA service: idIsNotOpenAccess
     assert list(tmp_path.rglob("*")) == [] and not Path(tmp_path.parent / "escape.jpg").exists()

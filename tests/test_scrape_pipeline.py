@@ -211,9 +211,10 @@ def test_stale_temp_files_of_a_killed_run_are_removed(tmp_path):
 
 
 def _openi_item(n: int, caption: str, path: str, **extra) -> dict:
+    """An Open-i item in the recorded shape (tests/data/scrape/openi_search.json): uid per article, bare pmcid."""
     item = {
-        "uid": f"PMC30{n:02d}_fig{n}",
-        "pmcid": f"PMC30{n:02d}",
+        "uid": f"PMC30{n:02d}",
+        "pmcid": f"30{n:02d}",
         "pmid": f"2000{n:02d}",
         "docSource": "PMC",
         "journal_title": "J Neuroimaging",
@@ -222,9 +223,10 @@ def _openi_item(n: int, caption: str, path: str, **extra) -> dict:
         "image": {"id": f"F{n}", "caption": caption, "mention": "", "modalityMajor": "MRI"},
         "licenseType": "open-access",
         "licenseURL": "https://creativecommons.org/licenses/by/4.0/",
+        "ccLicense": "by",
         "imgLarge": path,
         "imgThumb": path.replace("/imgs/512/", "/imgs/150/"),
-        "detailedQueryURL": f"/detailedresult?img=PMC30{n:02d}_fig{n}&req=4",
+        "detailedQueryURL": f"/detailedresult?img={path.rsplit('/', 1)[-1].removesuffix('.png')}&req=4",
     }
     item.update(extra)
     return item
@@ -244,6 +246,7 @@ def test_openi_end_to_end(tmp_path):
                 "Diffusion image of the same patient.",
                 "/imgs/512/1/3006/PMC3006_f6.png",
                 licenseURL="https://creativecommons.org/licenses/by-nc/4.0/",
+                ccLicense="bync",
             ),
             {"uid": "x", "image": {"caption": "no image url here at all"}},
             _openi_item(7, "A page the server garbles on first try.", "/imgs/512/1/3007/PMC3007_f7.png"),

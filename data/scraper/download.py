@@ -1,7 +1,10 @@
 """Download and verify figure images; name and place them safely; run workers in order.
 
-* Verification: the HTTP content type must be an image (or the generic
-  octet-stream S3 uses), the size is capped while streaming, the header is
+* Verification: when the source publishes the object's MD5 (the PMC Cloud
+  Service does, as ``?md5=`` on every S3 URL) the bytes must match it -- a
+  mismatch is retried like any bad response, then skipped as ``md5_mismatch``;
+  the HTTP content type must be an image (or the generic octet-stream S3 uses),
+  the size is capped while streaming, the header is
   checked against the pixel cap before decoding, the format must be a plain
   raster format (PIL would hand EPS to Ghostscript), and the image must
   decode fully (``data.image_io.open_image``), so truncated files are caught.
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image, probe_image
-from data.scraper.http import FetchError, HttpClient
+from data.scraper.http import FetchError, HttpClient, InvalidResponse, Response
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -112,10 +115,27 @@ def verify_image_bytes(data: bytes, content_type: str, limits: ImageLimits, sour
     )
 
 
-def download_image(client: HttpClient, url: str, *, service: str, limits: ImageLimits) -> VerifiedImage:
-    """GET ``url`` (rate-limited, retried) and verify it; raise :class:`SkipError`."""
+def _md5_check(expected: str):
+    """A ``fetch`` validator: the 200 body must have the published MD5 (corrupt or truncated copies are retried)."""
+
+    def validate(response: Response) -> None:
+        if response.status == 200:
+            actual = hashlib.md5(response.content, usedforsecurity=False).hexdigest()
+            if actual != expected:
+                message = f"MD5 {actual} of {len(response.content)} bytes, expected {expected}"
+                raise InvalidResponse("md5_mismatch", message)
+
+    return validate
+
+
+def download_image(
+    client: HttpClient, url: str, *, service: str, limits: ImageLimits, md5: str = ""
+) -> VerifiedImage:
+    """GET ``url`` (rate-limited, retried), check its MD5 when one is known, verify it; raise :class:`SkipError`."""
     try:
-        response = client.fetch(url, service=service, max_bytes=limits.max_bytes)
+        response = client.fetch(
+            url, service=service, max_bytes=limits.max_bytes, validate=_md5_check(md5.lower()) if md5 else None
+        )
     except FetchError as exc:
         raise SkipError(exc.reason, str(exc)) from None
     if response.status != 200:

@@ -4,6 +4,14 @@ Usage rules we follow (https://www.ncbi.nlm.nih.gov/books/NBK25497/): at most
 3 requests/s without an API key and 10 with one (enforced by the shared
 "ncbi" limiter), ``tool`` and ``email`` on every request, large id lists sent
 by POST, batches instead of one request per article.
+
+ESearch returns only the first 10,000 records of a PMC (or PubMed) search
+(NCBI, ESearch ``retmax`` documentation, https://www.ncbi.nlm.nih.gov/books/NBK25499/,
+and the PMC Cloud Service FAQ, https://pmc.ncbi.nlm.nih.gov/tools/pmcaws/;
+checked 2026-12-01). In practice the server refuses ``retstart`` above 9998
+(reported for PubMed: "'retstart' cannot be larger than 9998"), so
+:data:`ESEARCH_MAX_RECORDS` is 9,999; ``pmc_search.py`` splits larger searches
+by date.
 """
 
 from __future__ import annotations
@@ -13,16 +21,17 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from data.scraper.http import FetchError, HttpClient, Response
+from data.scraper.http import FetchError, HttpClient, QueryError, Response
 from data.scraper.jats import JatsError, article_meta, efetch_error, iter_articles, parse_xml
 
-__all__ = ["EutilsConfig", "SearchPage", "EutilsError", "esearch", "efetch_articles"]
+__all__ = ["EutilsConfig", "SearchPage", "EutilsError", "esearch", "efetch_articles", "ESEARCH_MAX_RECORDS"]
 
 DEFAULT_EUTILS_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
+ESEARCH_MAX_RECORDS = 9999  # records one search can page through (retstart 0 .. 9998)
 NCBI_HOSTS = ("eutils.ncbi.nlm.nih.gov", "www.ncbi.nlm.nih.gov", "ftp.ncbi.nlm.nih.gov", "pmc.ncbi.nlm.nih.gov")
 
 
-class EutilsError(RuntimeError):
+class EutilsError(QueryError):
     """NCBI answered, but with an error that retrying will not fix (e.g. a bad query)."""
 
 

@@ -32,6 +32,8 @@ __all__ = [
     "FetchError",
     "HttpClient",
     "HttpSettings",
+    "InvalidResponse",
+    "QueryError",
     "RateLimiter",
     "RefusedError",
     "Response",
@@ -57,6 +59,18 @@ class FetchError(Exception):
 
     def __init__(self, reason: str, message: str):
         super().__init__(redact(message))
+        self.reason = reason
+
+
+class QueryError(RuntimeError):
+    """The service answered that the request itself is wrong (a bad query or filter): retrying cannot help."""
+
+
+class InvalidResponse(ValueError):
+    """A ``validate`` callback's verdict on a 2xx body, with the skip reason to report if every retry fails."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
         self.reason = reason
 
 
@@ -281,7 +295,8 @@ class HttpClient:
         an error) except the retryable and refusal ones. ``validate`` is called
         on a 2xx response; if it raises ``ValueError`` the request is retried
         (servers do send truncated JSON now and then) and finally fails with
-        reason ``malformed``.
+        reason ``malformed`` (or the ``reason`` of an :class:`InvalidResponse`,
+        e.g. ``md5_mismatch``).
         """
         limiter = self.limiters[service]
         last_reason, last_message = "connection_error", "no attempt made"
@@ -326,9 +341,10 @@ class HttpClient:
                 try:
                     validate(response)
                 except ValueError as exc:
-                    last_reason, last_message = "malformed", f"{response.url}: malformed response ({exc})"
+                    last_reason = exc.reason if isinstance(exc, InvalidResponse) else "malformed"
+                    last_message = f"{response.url}: {last_reason.replace('_', ' ')} ({exc})"
                     if attempt + 1 < attempts:
-                        self.stats.count_retry("malformed")
+                        self.stats.count_retry(last_reason)
                         self._sleep(self.backoff(attempt))
                     continue
             return response

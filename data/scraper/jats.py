@@ -52,6 +52,7 @@ _BLOCK = frozenset(
 )
 _SKIP = frozenset({"graphic", "media", "alternatives", "object-id", "fig", "fig-group"})
 _TERMINAL = (".", "!", "?", ":", ";")
+_NAMES_CC = re.compile(r"creative\s*commons|\bcc[\s-]?(?:by|0|zero)\b", re.IGNORECASE)
 _ROMAN = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii", "xiii", "xiv", "xv"]
 
 
@@ -192,10 +193,19 @@ def _pub_year(art_meta: etree._Element) -> str:
 
 
 def _license(art_meta: etree._Element) -> tuple[str, str]:
+    """(code, URL) from ``<license>`` (link, type, ``<license-p>`` text), else from the copyright statement.
+
+    Older JATS / NLM 2.x files often state the licence only in words, e.g. a
+    2007 PLoS ONE ``<copyright-statement>`` (directly in ``<article-meta>``, no
+    ``<permissions>``): "... distributed under the terms of the Creative
+    Commons Attribution License ...". A statement is read only when it names a
+    Creative Commons licence: "(c) 2020 The Authors" leaves the code "unknown"
+    (or "other" when a ``<license>`` element exists).
+    """
     permissions = _first(art_meta, "permissions")
-    if permissions is None:
-        return "unknown", ""
-    for lic in permissions:
+    holders = [art_meta] + ([permissions] if permissions is not None else [])
+    first_url, has_license = "", False
+    for lic in permissions if permissions is not None else ():
         if _local(lic) != "license":
             continue
         url = lic.get(XLINK_HREF) or ""
@@ -206,8 +216,14 @@ def _license(art_meta: etree._Element) -> tuple[str, str]:
             code = normalize_license(candidate)
             if code not in ("unknown", "other"):
                 return code, url
-        return "other", url
-    return "unknown", ""
+        has_license, first_url = True, first_url or url
+    for holder in holders:
+        for el in holder:
+            if _local(el) == "copyright-statement" and _NAMES_CC.search(_text(el)):
+                code = normalize_license(_text(el))
+                if code not in ("unknown", "other"):
+                    return code, first_url
+    return ("other" if has_license else "unknown"), first_url
 
 
 # -- caption text -------------------------------------------------------------------------------

@@ -137,11 +137,20 @@ class Manifest:
 
     # -- articles ----------------------------------------------------------------------------
     def add_articles(
-        self, articles: Iterable[tuple[str, dict[str, Any]]], *, extra_meta: dict[str, Any] | None = None
+        self,
+        articles: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        extra_meta: dict[str, Any] | None = None,
+        counts: dict[str, int] | None = None,
     ) -> int:
-        """Insert articles (id, info) in order; repeats are counted, not inserted. Returns new ones."""
+        """Insert articles (id, info) in order; repeats are counted, not inserted. Returns new ones.
+
+        ``extra_meta`` (the search position) and ``counts`` (search counters) land in the same transaction.
+        """
         added = 0
         with self.transaction() as db:
+            for counter, n in (counts or {}).items():
+                self.bump(db, "search", counter, n)
             for article_id, info in articles:
                 cursor = db.execute(
                     "INSERT INTO articles (article_id, info) VALUES (?, ?) ON CONFLICT(article_id) DO NOTHING",
@@ -342,6 +351,25 @@ class Manifest:
         ):
             result.setdefault(status, {})[reason] = n
         return result
+
+    def ok_by_route(self) -> dict[str, dict[str, int]]:
+        """{route: {"articles": n, "figures": m}} of the downloaded figures (the route is in the candidate JSON)."""
+        rows = self.db.execute(
+            "SELECT COALESCE(json_extract(candidate, '$.route'), ''), COUNT(DISTINCT article_id), COUNT(*) "
+            "FROM figures WHERE status = 'ok' GROUP BY 1 ORDER BY 1"
+        )
+        return {route or "unrecorded": {"articles": a, "figures": f} for route, a, f in rows}
+
+    def articles_skipped_for(self, reasons: Iterable[str]) -> dict[str, int]:
+        """Articles (not figures) whose figures were skipped for article-level ``reasons`` (e.g. retracted)."""
+        wanted = list(reasons)
+        marks = ", ".join("?" for _ in wanted)
+        rows = self.db.execute(
+            f"SELECT reason, COUNT(DISTINCT article_id) FROM figures WHERE status = 'skipped' AND reason IN ({marks}) "
+            "GROUP BY reason ORDER BY reason",
+            wanted,
+        )
+        return dict(rows.fetchall())
 
     def count(self, table: str) -> int:
         if table not in ("articles", "figures"):

@@ -1,28 +1,27 @@
-"""Where a PMC figure's image file lives: the PMC Open Access cloud bucket, or the OA package.
+"""Where a PMC figure's image file lives: the PMC Cloud Service bucket ``pmc-oa-opendata``.
 
-Primary route, the ``pmc-oa-opendata`` S3 bucket over plain HTTPS (no AWS
-account, no SDK):
+Layout as documented by NCBI ("Accessing PMC Article Datasets Using Amazon Web
+Services", https://pmc.ncbi.nlm.nih.gov/tools/pmcaws/, the structure in force
+since the April 13, 2026 change; checked 2026-12-01), read over plain HTTPS
+(no AWS account, no SDK):
 
 1. ``GET {bucket}/?list-type=2&prefix=PMC123.&delimiter=/`` lists the article's
    versions (common prefixes ``PMC123.1/``, ``PMC123.2/``); the latest is used.
-2. ``GET {bucket}/metadata/PMC123.{v}.json``: the article's metadata, with its
-   ``license_code`` and ``media_urls`` (``s3://pmc-oa-opendata/PMC123.{v}/name.jpg``).
-   When a metadata file carries no ``media_urls`` the version folder is listed.
+2. ``GET {bucket}/metadata/PMC123.{v}.json``: the article version's metadata:
+   ``license_code``, ``is_retracted``, ``is_pmc_openaccess`` and ``media_urls``
+   (``s3://pmc-oa-opendata/PMC123.{v}/gr1.jpg?md5=<hex digest>``). Every S3 URL
+   carries the object's MD5 as the ``md5`` query parameter: it is split off here
+   and checked against the downloaded bytes. When a metadata file carries no
+   ``media_urls`` the version folder is listed (then no digest is known).
 3. The JATS ``<graphic xlink:href>`` is matched to a media file by name or by
    stem (hrefs usually have no extension; TIFF originals are served as JPEG).
 
-Fallback route, documented by PMC for the OA subset: the OA Web Service
-(``oa.fcgi?id=PMC123``) names the article's ``.tar.gz`` package on the PMC FTP
-server (served over HTTPS too); the package is downloaded once per article
-and only its image members are read, in memory, by base name. Nothing from a
-package is ever written under a name taken from the archive.
+The legacy route (OA Web Service + FTP packages) is in ``oa_package.py``.
 """
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from lxml import etree
 
@@ -40,21 +40,20 @@ from data.scraper.licenses import normalize_license
 __all__ = [
     "ArticleMedia",
     "BucketResolver",
-    "OAPackage",
-    "OAPackageFallback",
+    "MediaFile",
+    "Memo",
     "match_media",
     "is_safe_href",
+    "split_s3_url",
+    "validate_xml",
     "DEFAULT_BUCKET_URL",
-    "DEFAULT_OA_SERVICE_URL",
-    "DEFAULT_FTP_URL",
 ]
 
 DEFAULT_BUCKET_URL = "https://pmc-oa-opendata.s3.amazonaws.com"
-DEFAULT_OA_SERVICE_URL = "https://www.ncbi.nlm.nih.gov/pmc/utils/oa/oa.fcgi"
-DEFAULT_FTP_URL = "https://ftp.ncbi.nlm.nih.gov"
 BUCKET_NAME = "pmc-oa-opendata"
 # Preferred first: PMC serves web-ready JPEG/PNG next to TIFF originals; GIFs are often thumbnails.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".webp", ".bmp")
+_MD5 = re.compile(r"[0-9a-f]{32}")
 
 T = TypeVar("T")
 
@@ -96,7 +95,7 @@ def match_media(names: Iterable[str], href: str) -> str | None:
     return None
 
 
-class _Memo:
+class Memo:
     """Compute a value once per key even when several threads ask at once (bounded LRU)."""
 
     def __init__(self, maxsize: int):
@@ -123,16 +122,40 @@ class _Memo:
         return future.result()
 
 
+@dataclass(frozen=True)
+class MediaFile:
+    """One object of an article version: its HTTPS URL (no query) and NCBI's MD5 digest ("" when unknown)."""
+
+    url: str
+    md5: str = ""
+
+
+def split_s3_url(url: str) -> tuple[str, str, str]:
+    """``s3://bucket/key?md5=hex`` -> (bucket, key, md5); http(s) URLs give ("", URL without query, md5).
+
+    A parsed URL, not string slicing: the ``?md5=`` parameter must not end up in
+    the file name (``gr1.jpg?md5=...`` has no image extension and matches nothing).
+    """
+    parts = urlsplit(url.strip())
+    digest = (parse_qs(parts.query).get("md5") or [""])[0].strip().lower()
+    digest = digest if _MD5.fullmatch(digest) else ""
+    if parts.scheme == "s3":
+        return parts.netloc, parts.path.lstrip("/"), digest
+    return "", parts._replace(query="", fragment="").geturl(), digest
+
+
 @dataclass
 class ArticleMedia:
-    """The media files of one article version in the bucket."""
+    """The media files of one article version in the bucket, and the flags of its metadata."""
 
     pmcid: str
     version: int
     license: str
-    files: dict[str, str] = field(default_factory=dict)  # base name -> https URL
+    files: dict[str, MediaFile] = field(default_factory=dict)  # base name -> file
+    retracted: bool | None = None  # metadata "is_retracted"; None when the metadata does not say
+    open_access: bool | None = None  # metadata "is_pmc_openaccess"
 
-    def url_for(self, href: str) -> str | None:
+    def media_for(self, href: str) -> MediaFile | None:
         name = match_media(self.files, href)
         return self.files[name] if name else None
 
@@ -142,7 +165,8 @@ def _validate_metadata(response: Response) -> None:
         raise ValueError("metadata is not a JSON object")
 
 
-def _validate_listing(response: Response) -> None:
+def validate_xml(response: Response) -> None:
+    """``HttpClient.fetch`` validator: a 200 body must parse as XML (else it is retried, then ``malformed``)."""
     if response.status == 200:
         try:
             parse_xml(response.content, response.url)
@@ -167,14 +191,18 @@ class BucketResolver:
     def __init__(self, client: HttpClient, base_url: str = DEFAULT_BUCKET_URL, *, cache_size: int = 256):
         self.client = client
         self.base_url = base_url.rstrip("/")
-        self._memo = _Memo(cache_size)
+        self._memo = Memo(cache_size)
 
-    def https_url(self, url: str) -> str:
-        """``s3://pmc-oa-opendata/KEY`` -> ``{base}/KEY``; http(s) URLs pass through."""
-        prefix = f"s3://{BUCKET_NAME}/"
-        if url.startswith(prefix):
-            return f"{self.base_url}/{url[len(prefix) :]}"
-        return url
+    def media_file(self, url: str) -> tuple[str, MediaFile]:
+        """A metadata URL -> (base name, file). ``s3://pmc-oa-opendata/KEY`` becomes ``{base}/KEY``."""
+        bucket, key, digest = split_s3_url(url)
+        if bucket == BUCKET_NAME:
+            https = f"{self.base_url}/{key}"
+        elif bucket:
+            https = f"https://{bucket}.s3.amazonaws.com/{key}"
+        else:
+            https = key
+        return PurePosixPath(urlsplit(https).path).name, MediaFile(https, digest)
 
     def _list(self, prefix: str, delimiter: str | None) -> tuple[list[str], list[str]]:
         """Keys and common prefixes under ``prefix`` (follows continuation tokens)."""
@@ -188,7 +216,7 @@ class BucketResolver:
             if token:
                 params["continuation-token"] = token
             response = self.client.fetch(
-                f"{self.base_url}/", service="bucket", params=params, validate=_validate_listing
+                f"{self.base_url}/", service="bucket", params=params, validate=validate_xml
             )
             if response.status != 200:
                 raise FetchError(f"http_{response.status}", f"bucket listing {response.url}: HTTP {response.status}")
@@ -234,85 +262,22 @@ class BucketResolver:
         if not isinstance(urls, list):
             keys, _ = self._list(f"{pmcid}.{version}/", None)
             urls = [f"s3://{BUCKET_NAME}/{key}" for key in keys]
-        files: dict[str, str] = {}
+        files: dict[str, MediaFile] = {}
         for url in urls:
             if isinstance(url, str) and url:
-                files.setdefault(PurePosixPath(url).name, self.https_url(url))
+                name, media = self.media_file(url)
+                if name:
+                    files.setdefault(name, media)
         return ArticleMedia(
-            pmcid=pmcid, version=version, license=normalize_license(str(meta.get("license_code") or "")), files=files
+            pmcid=pmcid,
+            version=version,
+            license=normalize_license(str(meta.get("license_code") or "")),
+            files=files,
+            retracted=_flag(meta.get("is_retracted")),
+            open_access=_flag(meta.get("is_pmc_openaccess")),
         )
 
 
-@dataclass
-class OAPackage:
-    url: str
-    images: dict[str, bytes]  # base name -> file content
-
-
-class OAPackageFallback:
-    """Images from the article's OA package (``oa.fcgi`` -> ``.tar.gz``), memoized per article."""
-
-    def __init__(
-        self,
-        client: HttpClient,
-        service_url: str = DEFAULT_OA_SERVICE_URL,
-        ftp_url: str = DEFAULT_FTP_URL,
-        *,
-        max_package_bytes: int = 512 * 1024 * 1024,
-        max_image_bytes: int = 64 * 1024 * 1024,
-        cache_size: int = 4,
-    ):
-        self.client = client
-        self.service_url = service_url
-        self.ftp_url = ftp_url.rstrip("/")
-        self.max_package_bytes = max_package_bytes
-        self.max_image_bytes = max_image_bytes
-        self._memo = _Memo(cache_size)
-
-    def package_url(self, pmcid: str) -> str | None:
-        """The tgz link the OA Web Service gives, as HTTPS; None if not in the OA subset."""
-        response = self.client.fetch(self.service_url, service="ncbi", params={"id": pmcid}, validate=_validate_listing)
-        if response.status != 200:
-            raise FetchError(f"http_{response.status}", f"OA service {response.url}: HTTP {response.status}")
-        root = parse_xml(response.content, response.url)
-        for link in root.iter("link"):
-            if link.get("format") == "tgz" and link.get("href"):
-                href = link.get("href").strip()
-                for prefix in (
-                    "ftp://ftp.ncbi.nlm.nih.gov",
-                    "https://ftp.ncbi.nlm.nih.gov",
-                    "http://ftp.ncbi.nlm.nih.gov",
-                ):
-                    if href.startswith(prefix):
-                        return self.ftp_url + href[len(prefix) :]
-                return href
-        return None
-
-    def package(self, pmcid: str) -> OAPackage | None:
-        """The article's package images by base name; None when the article has no package."""
-        return self._memo.get(pmcid, lambda: self._load(pmcid))
-
-    def _load(self, pmcid: str) -> OAPackage | None:
-        url = self.package_url(pmcid)
-        if url is None:
-            return None
-        response = self.client.fetch(url, service="ncbi", max_bytes=self.max_package_bytes)
-        if response.status == 404:
-            return None
-        if response.status != 200:
-            raise FetchError(f"http_{response.status}", f"OA package {response.url}: HTTP {response.status}")
-        images: dict[str, bytes] = {}
-        try:
-            with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:*") as archive:
-                for member in archive:
-                    if not member.isfile() or member.size > self.max_image_bytes:
-                        continue
-                    name = PurePosixPath(member.name.replace("\\", "/")).name
-                    if not _split_ext(name)[1] or name in images:
-                        continue
-                    handle = archive.extractfile(member)
-                    if handle is not None:
-                        images[name] = handle.read()
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise FetchError("bad_package", f"OA package {url}: not a readable tar.gz ({exc})") from None
-        return OAPackage(url=url, images=images)
+def _flag(value: object) -> bool | None:
+    """A metadata boolean; anything but true/false (absent, null, a string) is "unknown"."""
+    return value if isinstance(value, bool) else None

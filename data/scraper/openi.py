@@ -2,10 +2,21 @@
 
 ``GET {base}/api/search?query=...&m=FIRST&n=LAST&coll=pmc[&it=...][&at=...]``
 answers ``{"total": N, "min": m, "max": n, "list": [item, ...]}``. Each item is
-one figure: ``uid``, ``pmcid``, ``pmid``, article ``title``, ``journal_title``,
-``image: {id, caption, ...}``, ``imgLarge`` (a path under the Open-i host) and
-licence fields. Paging is 1-based and inclusive; the server may return fewer
-items than asked, so the next page starts after the ``max`` it reports.
+one figure: ``uid`` (per *article*: "PMC4911020", or "CXR1" in the chest x-ray
+collection), ``pmcid`` (a bare number, "4911020"), ``pmid``, article ``title``,
+``journal_title``, ``image: {id, caption, ...}`` (``id`` may be missing),
+``imgLarge`` (a path relative to the Open-i host) and the licence in
+``ccLicense`` ("by", "bync", "byncnd", ...), ``licenseURL`` (often empty) and
+``licenseType`` ("open-access"). Paging is 1-based and inclusive; the server
+may return fewer items than asked, so the next page starts after the ``max``
+it reports. A filter value it does not know gives HTTP 200 with
+``{"Query-Error": "..."}``: that is a bad request, reported as
+:class:`OpeniError`, not an empty result.
+
+Sources (checked 2026-12-01): the API is described at
+https://openi.nlm.nih.gov/services (not reachable from here and not in the
+stored documentation we could search); the item fields above are those of
+real responses recorded in public projects, as listed in issue 13.
 """
 
 from __future__ import annotations
@@ -17,14 +28,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from data.captions import clean_caption_text
-from data.scraper.http import FetchError, HttpClient, Response
+from data.scraper.http import FetchError, HttpClient, QueryError, Response
 from data.scraper.licenses import normalize_license
 
-__all__ = ["OpeniConfig", "OpeniPage", "search_page", "item_to_candidate", "DEFAULT_OPENI_URL"]
+__all__ = ["OpeniConfig", "OpeniError", "OpeniPage", "search_page", "item_to_candidate", "DEFAULT_OPENI_URL"]
 
 DEFAULT_OPENI_URL = "https://openi.nlm.nih.gov"
 # Open-i writes this instead of leaving the caption empty.
 _MISSING_CAPTIONS = {"not available.", "not available", "n/a"}
+
+
+class OpeniError(QueryError):
+    """Open-i rejected the request (``{"Query-Error": ...}``), e.g. an unknown filter value."""
 
 
 @dataclass
@@ -64,6 +79,8 @@ def search_page(client: HttpClient, config: OpeniConfig, query: str, *, start: i
     if response.status != 200:
         raise FetchError(f"http_{response.status}", f"Open-i {response.url}: HTTP {response.status}")
     data = response.json()
+    if data.get("Query-Error"):
+        raise OpeniError(f"Open-i rejected the request {response.url}: {data['Query-Error']}")
     items = [item for item in data.get("list") or [] if isinstance(item, dict)]
     try:
         total = int(data.get("total", 0))
@@ -79,6 +96,17 @@ def search_page(client: HttpClient, config: OpeniConfig, query: str, *, start: i
 
 def _str(value: Any) -> str:
     return str(value).strip() if value is not None else ""
+
+
+def _license(item: dict[str, Any]) -> tuple[str, str]:
+    """(code, raw value): the first licence field that names a licence (``licenseURL`` is often empty)."""
+    fields = [_str(item.get(name)) for name in ("licenseURL", "license_url", "ccLicense", "license", "licenseType")]
+    for raw in fields:
+        code = normalize_license(raw)
+        if code not in ("unknown", "other"):
+            return code, raw
+    raw = next((value for value in fields if value), "")
+    return normalize_license(raw), raw
 
 
 def item_to_candidate(item: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -100,15 +128,14 @@ def item_to_candidate(item: dict[str, Any], base_url: str) -> dict[str, Any]:
         pmcid = f"PMC{pmcid}"
     pmcid = pmcid.upper() if re.fullmatch(r"(?i)PMC\d+", pmcid) else ""
     uid = _str(item.get("uid"))
-    figure_id = _str(image.get("id")) or uid or hashlib.sha1(href.encode()).hexdigest()[:12]
+    # uid names the article, not the figure: without image.id the image path is what tells figures apart.
+    figure_id = _str(image.get("id")) or f"img{hashlib.sha1(href.encode()).hexdigest()[:12]}"
     caption = clean_caption_text(_str(image.get("caption")))
     if caption.lower() in _MISSING_CAPTIONS:
         caption = ""
     date = item.get("journal_date") if isinstance(item.get("journal_date"), dict) else {}
-    license_raw = _str(
-        item.get("licenseURL") or item.get("license_url") or item.get("licenseType") or item.get("license")
-    )
-    article_id = pmcid or (uid.split("_")[0] if uid else figure_id)
+    license_code, license_raw = _license(item)
+    article_id = pmcid or uid or figure_id
     return {
         "key": f"{article_id}/{figure_id}",
         "article_id": article_id,
@@ -118,7 +145,7 @@ def item_to_candidate(item: dict[str, Any], base_url: str) -> dict[str, Any]:
         "title": clean_caption_text(_str(item.get("title"))),
         "journal": clean_caption_text(_str(item.get("journal_title"))),
         "year": _str(date.get("year")),
-        "license": normalize_license(license_raw),
+        "license": license_code,
         "license_url": license_raw if license_raw.startswith("http") else "",
         "figure_id": figure_id,
         "label": "",

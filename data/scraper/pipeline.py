@@ -35,7 +35,8 @@ from data.scraper.download import ImageLimits, SkipError, image_relpath, ordered
 from data.scraper.eutils import DEFAULT_EUTILS_URL, NCBI_HOSTS
 from data.scraper.http import FetchError, HttpClient, HttpSettings, RateLimiter, RefusedError
 from data.scraper.manifest import Manifest
-from data.scraper.oa_bucket import DEFAULT_BUCKET_URL, DEFAULT_FTP_URL, DEFAULT_OA_SERVICE_URL
+from data.scraper.oa_bucket import DEFAULT_BUCKET_URL
+from data.scraper.oa_package import DEFAULT_FTP_URL, DEFAULT_OA_SERVICE_URL
 from data.scraper.openi import DEFAULT_OPENI_URL
 from data.scraper.sources import ImageResult, LocalSource, OpeniSource, PmcSource
 from data.scraper.splits import load_records, rebase_records, write_lists
@@ -65,6 +66,8 @@ log = logging.getLogger("medvlp.scrape")
 SOURCES = {"pmc": PmcSource, "openi": OpeniSource, "local": LocalSource}
 NCBI_MAX_RATE = {False: 3.0, True: 10.0}  # requests/s without / with an API key
 MAX_SPLIT_WORKERS = 8  # each split process holds its own OCR engine (~100 MB)
+# Figure skip reasons that are facts about the whole article: the report also counts the articles.
+ARTICLE_LEVEL_REASONS = ("retracted", "not_open_access", "not_in_bucket", "route_unavailable")
 
 
 @dataclass
@@ -95,7 +98,8 @@ class ScrapeConfig:
     openi_collection: str = "pmc"
     openi_image_type: str = ""
     openi_article_type: str = ""
-    fallback: bool = True
+    fallback: bool = True  # the legacy OA-package route, used only where it works (oa_package.py)
+    keep_retracted: bool = False
     max_failures_in_a_row: int = 50
     split: bool = True
     split_workers: int | None = None  # None: one process per CPU core, at most MAX_SPLIT_WORKERS
@@ -202,6 +206,7 @@ class ScrapeContext:
             cfg.source = stored["source"]
             cfg.query = stored.get("query", cfg.query)
             cfg.license = stored.get("license", cfg.license)
+            cfg.keep_retracted = stored.get("keep_retracted", False)
             if stored["source"] == "local":
                 cfg.local_dir = Path(stored["dir"])
             if stored["source"] == "openi":
@@ -383,7 +388,11 @@ _PROVENANCE = (
     "group_id",
     "graphic",
     "source",
+    "route",
     "source_url",
+    "md5",
+    "pmc_version",
+    "retracted",
     "article_url",
     "openi_uid",
     "width",
@@ -552,8 +561,10 @@ def build_report(ctx: ScrapeContext, status: str) -> dict[str, Any]:
             "fetched": sum(articles.get("fetched", {}).values()),
             "pending": sum(articles.get("pending", {}).values()),
             "skipped": articles.get("skipped", {}),
+            "skipped_at_download": manifest.articles_skipped_for(ARTICLE_LEVEL_REASONS),
             "failed_will_retry": articles.get("failed", {}),
         },
+        "routes": _routes(ctx),
         "figures": {
             "found": manifest.count("figures")
             + manifest.counters("fetch").get("duplicate_figure", 0)
@@ -573,6 +584,16 @@ def build_report(ctx: ScrapeContext, status: str) -> dict[str, Any]:
             "seconds": round(time.monotonic() - ctx.started, 2),
         },
     }
+
+
+def _routes(ctx: ScrapeContext) -> dict[str, dict[str, Any]]:
+    """Which route served how many articles and figures, and how each route fared in this run."""
+    counts = ctx.manifest.ok_by_route()
+    routes: dict[str, dict[str, Any]] = {}
+    for route, about in ctx.source.routes().items():
+        routes[route] = {**counts.pop(route, {"articles": 0, "figures": 0}), "about": about}
+    routes.update(counts)  # figures of earlier runs by a route this source no longer names
+    return routes
 
 
 def write_report(ctx: ScrapeContext, status: str) -> dict[str, Any]:

@@ -25,7 +25,9 @@ from data.scraper.download import ImageLimits, SkipError, VerifiedImage, downloa
 from data.scraper.http import FetchError
 from data.scraper.jats import ArticleMeta, Figure, JatsError, article_figures, article_meta, iter_articles, parse_xml
 from data.scraper.licenses import license_allowed, pmc_license_filter
-from data.scraper.oa_bucket import BucketResolver, OAPackageFallback, is_safe_href, match_media
+from data.scraper.oa_bucket import BucketResolver, is_safe_href, match_media
+from data.scraper.oa_package import LegacyPackageRoute
+from data.scraper.pmc_search import PmcSearch
 
 if TYPE_CHECKING:
     from data.scraper.pipeline import ScrapeContext
@@ -37,9 +39,13 @@ _PMCID = re.compile(r"PMC\d+")
 MAX_FAILED_BATCHES = 3  # efetch batches failing one after another (after retries) stop the run
 
 
+# Routes an image can come by (recorded per figure as "route"; the report counts articles per route).
+ROUTE_BUCKET, ROUTE_OA_PACKAGE, ROUTE_OPENI, ROUTE_LOCAL = "bucket", "oa_package", "openi", "local"
+
+
 @dataclass
 class ImageResult:
-    """A verified image plus where it came from and metadata learned on the way (e.g. the bucket's licence)."""
+    """A verified image plus where it came from and metadata learned on the way (route, licence, MD5)."""
 
     image: VerifiedImage
     source_url: str
@@ -86,7 +92,7 @@ def _check_graphic(candidate: dict[str, Any]) -> str:
 
 
 class PmcSource:
-    """esearch -> efetch (JATS) -> images from the PMC OA bucket, OA package as fallback."""
+    """esearch -> efetch (JATS) -> images from the PMC Cloud Service bucket (the legacy OA package where it works)."""
 
     name = "pmc"
 
@@ -95,53 +101,45 @@ class PmcSource:
         self.ctx = ctx
         self.eutils = eutils.EutilsConfig(base_url=cfg.eutils_url, email=cfg.email, api_key=cfg.api_key)
         self.bucket = BucketResolver(ctx.client, cfg.bucket_url)
-        self.fallback = (
-            OAPackageFallback(ctx.client, cfg.oa_service_url, cfg.ftp_url, max_image_bytes=cfg.limits.max_bytes)
+        self.legacy = (
+            LegacyPackageRoute(ctx.client, cfg.oa_service_url, cfg.ftp_url, max_image_bytes=cfg.limits.max_bytes)
             if cfg.fallback
             else None
         )
 
     def job(self) -> dict[str, Any]:
         cfg = self.ctx.config
-        return {"source": "pmc", "query": cfg.query, "license": cfg.license}
+        job = {"source": "pmc", "query": cfg.query, "license": cfg.license}
+        if cfg.keep_retracted:  # only when set, so folders started before the option still match
+            job["keep_retracted"] = True
+        return job
+
+    def routes(self) -> dict[str, str]:
+        """How each image route fared in this run, for the report and the summary line."""
+        legacy = self.legacy.status if self.legacy is not None else "off (--no_fallback)"
+        return {ROUTE_BUCKET: "PMC Cloud Service bucket", ROUTE_OA_PACKAGE: f"legacy OA package: {legacy}"}
 
     def search(self, ctx: "ScrapeContext", want: int) -> int:
-        """esearch pages until ``want`` new articles are added or the hits run out."""
+        """ESearch steps (date windows past 9,999 hits) until ``want`` new articles are added or hits run out."""
         cfg = ctx.config
         term = f"({cfg.query}) AND {pmc_license_filter(cfg.license)}"
+        planner = PmcSearch(ctx.client, self.eutils, term, page_size=cfg.search_page)
         added_total = 0
         while added_total < want:
-            state = ctx.manifest.get_meta("search_state", {"next": 0, "count": None, "exhausted": False})
+            state = ctx.manifest.get_meta("search_state") or planner.initial_state()
             if state["exhausted"]:
                 break
-            retmax = max(1, min(cfg.search_page, max(want - added_total, 10)))
-            try:
-                page = eutils.esearch(ctx.client, self.eutils, term, retstart=state["next"], retmax=retmax)
-            except FetchError as exc:
-                if exc.reason != "malformed":
-                    raise
-                # A page we cannot read is skipped and counted; the next page is still worth having.
-                log.warning("esearch page at %d skipped: %s", state["next"], exc)
-                new_state = {**state, "next": state["next"] + retmax}
-                new_state["exhausted"] = state["count"] is not None and new_state["next"] >= state["count"]
-                with ctx.manifest.transaction() as db:
-                    ctx.manifest.bump(db, "search", "malformed_page")
-                    ctx.manifest.set_meta("search_state", new_state, db)
-                continue
-            new_state = {
-                "next": state["next"] + len(page.ids),
-                "count": page.count,
-                "exhausted": not page.ids or state["next"] + len(page.ids) >= page.count,
-            }
+            step = planner.step(state)
             added = ctx.manifest.add_articles(
-                ((pmcid, {}) for pmcid in page.ids), extra_meta={"search_state": new_state}
+                ((pmcid, {}) for pmcid in step.ids), extra_meta={"search_state": step.state}, counts=step.counts
             )
             added_total += added
-            log.info("esearch: %d hits in total, %d new articles (%d so far)", page.count, added, new_state["next"])
+            if step.ids:
+                log.info("esearch: %d hits in total, %d new articles", step.state["count"], added)
         return added_total
 
     def search_exhausted(self, ctx: "ScrapeContext") -> bool:
-        return ctx.manifest.get_meta("search_state", {"exhausted": False})["exhausted"]
+        return (ctx.manifest.get_meta("search_state") or {"exhausted": False})["exhausted"]
 
     def fetch(self, ctx: "ScrapeContext", want: int) -> int:
         """efetch pending articles batch by batch until ``want`` candidates wait; returns articles done."""
@@ -199,40 +197,70 @@ class PmcSource:
         cfg = self.ctx.config
         href = _check_graphic(candidate)
         pmcid = candidate["article_id"]
-        updates: dict[str, Any] = {}
-        url = None
-        bucket_error: SkipError | None = None
         try:
             media = self.bucket.media(pmcid)
         except FetchError as exc:
             media, bucket_error = None, SkipError(exc.reason, str(exc))
-        if media is not None and media.license != "unknown":
-            updates["license"] = media.license  # the bucket's licence code is PMC's own reading
-        license_code = updates.get("license", candidate.get("license", "unknown"))
-        if not license_allowed(license_code, cfg.license):
-            reason = "license_unknown" if license_code == "unknown" else "license_excluded"
-            raise SkipError(reason, f"{pmcid}: licence {license_code} is not allowed by --license {cfg.license}")
+        else:
+            bucket_error = None
+        updates: dict[str, Any] = {}
         if media is not None:
-            url = media.url_for(href)
-        if url is not None:
-            return ImageResult(download_image(self.ctx.client, url, service="bucket", limits=cfg.limits), url, updates)
-        if self.fallback is None:
+            self._check_article(pmcid, retracted=media.retracted, open_access=media.open_access, updates=updates)
+            updates["pmc_version"] = media.version
+            if media.license != "unknown":
+                updates["license"] = media.license  # the bucket's licence code is PMC's own reading
+        self._check_license(pmcid, updates.get("license", candidate.get("license", "unknown")))
+        media_file = media.media_for(href) if media is not None else None
+        if media_file is not None:
+            image = download_image(
+                self.ctx.client, media_file.url, service="bucket", limits=cfg.limits, md5=media_file.md5
+            )
+            if media_file.md5:
+                updates["md5"] = media_file.md5  # checked: the bytes have the digest NCBI published
+            return ImageResult(image, media_file.url, {**updates, "route": ROUTE_BUCKET})
+        if self.legacy is None:
             if bucket_error is not None:
                 raise bucket_error
             reason = "not_in_bucket" if media is None else "media_not_found"
-            raise SkipError(reason, f"{candidate['key']}: no media file for {href!r} in the OA bucket")
+            raise SkipError(reason, f"{candidate['key']}: no media file for {href!r} in the PMC Cloud Service bucket")
+        return self._from_package(candidate, href, updates, bucket_error)
+
+    def _check_article(
+        self, pmcid: str, *, retracted: bool | None, open_access: bool | None, updates: dict[str, Any]
+    ) -> None:
+        """Retracted articles never become training data (unless --keep_retracted); non-OA ones are not ours."""
+        if retracted:
+            if not self.ctx.config.keep_retracted:
+                raise SkipError("retracted", f"{pmcid}: the article is retracted (--keep_retracted keeps it)")
+            updates["retracted"] = True
+        if open_access is False:
+            raise SkipError("not_open_access", f"{pmcid}: the article is not in the PMC Open Access Subset")
+
+    def _check_license(self, pmcid: str, license_code: str) -> None:
+        option = self.ctx.config.license
+        if not license_allowed(license_code, option):
+            reason = "license_unknown" if license_code == "unknown" else "license_excluded"
+            raise SkipError(reason, f"{pmcid}: licence {license_code} is not allowed by --license {option}")
+
+    def _from_package(
+        self, candidate: dict[str, Any], href: str, updates: dict[str, Any], bucket_error: SkipError | None
+    ) -> ImageResult:
+        """The legacy route, for an image the bucket does not have (see oa_package.py for when it is used)."""
+        pmcid = candidate["article_id"]
         try:
-            package = self.fallback.package(pmcid)
+            package = self.legacy.package(pmcid) if self.legacy is not None else None
         except FetchError as exc:
-            raise SkipError(exc.reason, str(exc)) from None
+            # A failed bucket lookup (transient) is the error worth reporting: the next run retries it.
+            raise (bucket_error or SkipError(exc.reason, str(exc))) from None
         name = match_media(package.images, href) if package is not None else None
-        if name is None:
+        if package is None or name is None:
             raise bucket_error or SkipError(
-                "media_not_found", f"{candidate['key']}: {href!r} found neither in the OA bucket nor in the OA package"
+                "media_not_found", f"{candidate['key']}: {href!r} found neither in the bucket nor in the OA package"
             )
+        self._check_article(pmcid, retracted=package.retracted, open_access=None, updates=updates)
         source_url = f"{package.url}#{name}"
-        image = verify_image_bytes(package.images[name], "", cfg.limits, source_url)
-        return ImageResult(image, source_url, updates)
+        image = verify_image_bytes(package.images[name], "", self.ctx.config.limits, source_url)
+        return ImageResult(image, source_url, {**updates, "route": ROUTE_OA_PACKAGE})
 
 
 class OpeniSource:
@@ -317,9 +345,13 @@ class OpeniSource:
     def fetch(self, ctx: "ScrapeContext", want: int) -> int:
         return 0
 
+    def routes(self) -> dict[str, str]:
+        return {ROUTE_OPENI: "Open-i"}
+
     def image(self, candidate: dict[str, Any]) -> ImageResult:
         url = candidate["image_url"]
-        return ImageResult(download_image(self.ctx.client, url, service="openi", limits=self.ctx.config.limits), url)
+        image = download_image(self.ctx.client, url, service="openi", limits=self.ctx.config.limits)
+        return ImageResult(image, url, {"route": ROUTE_OPENI})
 
 
 class LocalSource:
@@ -355,6 +387,9 @@ class LocalSource:
 
     def search_exhausted(self, ctx: "ScrapeContext") -> bool:
         return ctx.manifest.get_meta("search_state", {"exhausted": False})["exhausted"]
+
+    def routes(self) -> dict[str, str]:
+        return {ROUTE_LOCAL: f"local folder {self.root}"}
 
     def fetch(self, ctx: "ScrapeContext", want: int) -> int:
         done = 0
@@ -418,4 +453,4 @@ class LocalSource:
         if path.stat().st_size > limits.max_bytes:
             raise SkipError("too_large", f"{path}: larger than {limits.max_bytes} bytes")
         image = verify_image_bytes(path.read_bytes(), "", limits, str(path))
-        return ImageResult(image, path.relative_to(self.root).as_posix())
+        return ImageResult(image, path.relative_to(self.root).as_posix(), {"route": ROUTE_LOCAL})
