@@ -178,6 +178,8 @@ class PretrainDataset(Dataset):
             (:func:`swap_laterality`); 0 disables it.
         max_attempts: replacement draws before giving up; that many unreadable images in a row
             means the data is broken (e.g. a wrong image_root), which should stop the run.
+        image_ids: also number the images (:attr:`image_index`): by the record's ``image_id`` when
+            it has one, else by its image path (retrieval fine-tuning's positives).
 
     Items: ``dataset[i]`` or ``dataset[(i, epoch)]`` (what ``ResumableDistributedSampler(...,
     with_epoch=True)`` yields) -> ``{"image", "caption", "index", "skipped"}``, where ``index`` is
@@ -198,6 +200,7 @@ class PretrainDataset(Dataset):
         seed: int = 0,
         hflip: float = 0.0,
         max_attempts: int = 50,
+        image_ids: bool = False,
     ):
         files = [ann_files] if isinstance(ann_files, (str, os.PathLike)) else list(ann_files)
         if not files:
@@ -219,6 +222,8 @@ class PretrainDataset(Dataset):
         root_ids: list[int] = []
         images: list[str] = []
         captions: list[str] = []
+        groups: dict[Any, int] = {}
+        image_index: list[int] = []
         self.records_per_file: dict[str, int] = {}
         for path in self.ann_files:
             data = _read_json_list(path)
@@ -235,6 +240,10 @@ class PretrainDataset(Dataset):
                 root_ids.append(len(roots) - 1)
                 images.append(record["image"])
                 captions.append(caption)
+                if image_ids:  # BLIP's img_ids: consecutive, in order of first appearance
+                    key = record.get("image_id", os.path.join(root, record["image"]))
+                    image_index.append(groups.setdefault(key if isinstance(key, (int, str)) else str(key),
+                                                         len(groups)))
                 kept += 1
             self.records_per_file[str(path)] = kept
         if not images:
@@ -245,6 +254,8 @@ class PretrainDataset(Dataset):
         self._root_ids = np.asarray(root_ids, dtype=np.int32)
         self._images = _StringTable(images)
         self._captions = _StringTable(captions)
+        # image_ids=True: each record's image id (records of the same image share it; retrieval's idx)
+        self.image_index = np.asarray(image_index, dtype=np.int64) if image_ids else None
         # index -> reason, per worker process; only saves re-opening files known to be bad
         self._known_bad: dict[int, str] = {}
 

@@ -88,12 +88,12 @@ def run_cli(
     description: str,
     summary: Callable[[Task, dict[str, Any], RunResult], list[str]] | None = None,
     parser: argparse.ArgumentParser | None = None,
-    before_run: Callable[[argparse.Namespace, dict[str, Any]], RunResult | None] | None = None,
+    instead_of_training: Callable[[argparse.Namespace, dict[str, Any]], bool] | None = None,
 ) -> int:
     """Parse ``argv``, then check the config or run the task; returns the exit status.
 
-    ``summary``: extra lines printed (rank 0) after a run. ``before_run``: a hook that may answer
-    instead of training (``train_retrieval.py --evaluate``).
+    ``summary``: extra lines printed (rank 0) after a run. ``instead_of_training``: a hook that
+    may do the job itself and return True (``train_retrieval.py --evaluate``).
     """
     parser = parser or build_parser(prog, description)
     args = parser.parse_args(argv)
@@ -115,9 +115,9 @@ def run_cli(
         if main_rank:
             for note in notes:
                 print(note, flush=True)
-        result = before_run(args, config) if before_run is not None else None
-        if result is None:
-            result = Trainer(task, config, resume=args.resume).run()
+        if instead_of_training is not None and instead_of_training(args, config):
+            return 0
+        result = Trainer(task, config, resume=args.resume).run()
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2 if args.check else 1

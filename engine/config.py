@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -35,6 +35,7 @@ __all__ = [
     "ENGINE_KEYS",
     "OPERATIONAL_KEYS",
     "Schema",
+    "with_defaults",
     "load_yaml",
     "parse_overrides",
     "apply_overrides",
@@ -93,6 +94,15 @@ ENGINE_KEYS: tuple[Key, ...] = (
     Key("log_every", "int", 50, "Progress-bar, TensorBoard and log.txt step lines every N optimizer steps (0: epoch lines only).", minimum=0),
     Key("device", "str", "auto", "auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda")),
 )
+
+def with_defaults(keys: Sequence[Key], **defaults: Any) -> tuple[Key, ...]:
+    """``keys`` with other defaults (a task's recipe: BLIP's retrieval fine-tuning uses init_lr 1e-5...)."""
+    names = {key.name for key in keys}
+    unknown = set(defaults) - names
+    if unknown:
+        raise KeyError(f"no such keys: {sorted(unknown)}")
+    return tuple(replace(key, default=defaults[key.name]) if key.name in defaults else key for key in keys)
+
 
 # Keys that only steer how a run executes, not what it computes: they may change on --resume.
 OPERATIONAL_KEYS = frozenset({

@@ -37,6 +37,7 @@ __all__ = [
     "MedOutput",
     "LMOutput",
     "LayerCache",
+    "ImageKV",
     "set_attention_impl",
 ]
 
@@ -122,6 +123,14 @@ class LayerCache(NamedTuple):
     self_value: torch.Tensor
     cross_key: torch.Tensor | None
     cross_value: torch.Tensor | None
+
+
+class ImageKV(NamedTuple):
+    """Per-layer cross-attention keys/values of a few images, and the image of each text row."""
+
+    keys: list[torch.Tensor]  # per layer: (n_images, heads, tokens, head_dim)
+    values: list[torch.Tensor]
+    rows: torch.Tensor  # (batch,) image index of each text row
 
 
 class MedOutput(NamedTuple):
@@ -376,14 +385,20 @@ class MedModel(nn.Module):
         is_decoder: bool = False,
         past_key_values: list[LayerCache] | None = None,
         use_cache: bool = False,
+        image_kv: "ImageKV | None" = None,
     ) -> MedOutput:
         """Text-only when ``encoder_hidden_states`` is None, image-grounded otherwise.
 
         ``attention_mask`` covers past + current tokens when decoding with a cache.
         ``encoder_attention_mask=None`` means every image token is valid (the
-        fast path: no mask reaches the fused kernel).
+        fast path: no mask reaches the fused kernel). ``image_kv`` (from
+        :meth:`image_key_values`) replaces ``encoder_hidden_states`` when many
+        rows share few images: each image's cross-attention keys/values are
+        projected once instead of once per row (retrieval re-ranking).
         """
         past_length = past_key_values[0].self_key.shape[2] if past_key_values else 0
+        if image_kv is not None and (encoder_hidden_states is not None or past_key_values):
+            raise ValueError("give image_kv or encoder_hidden_states/past_key_values, not both")
         hidden = self.embeddings(input_ids, past_length)
         query_len = input_ids.shape[1]
         if is_decoder:
@@ -393,12 +408,29 @@ class MedModel(nn.Module):
         cross_mask = _padding_mask(encoder_attention_mask)
         present: list[LayerCache] = []
         for i, layer in enumerate(self.encoder.layer):
-            hidden, cache = layer(
-                hidden, self_mask, encoder_hidden_states, cross_mask, past_key_values[i] if past_key_values else None
-            )
+            past = past_key_values[i] if past_key_values else None
+            if image_kv is not None:  # per-image keys/values, gathered for this batch's rows one layer at a time
+                keys, values, rows = image_kv.keys[i], image_kv.values[i], image_kv.rows
+                past = LayerCache(None, None, keys[rows], values[rows])
+            hidden, cache = layer(hidden, self_mask, encoder_hidden_states, cross_mask, past)
             if use_cache:
                 present.append(cache)
         return MedOutput(hidden, present if use_cache else None)
+
+
+    @torch.no_grad()
+    def image_key_values(self, image_embeds: torch.Tensor, rows: torch.Tensor) -> "ImageKV":
+        """Cross-attention keys/values of ``image_embeds`` (n_images, tokens, width) for every layer.
+
+        ``rows`` (batch,) says which image each text row of the next forward attends to. Inference
+        only: the projections are the same ones ``encoder_hidden_states`` would go through.
+        """
+        keys, values = [], []
+        for layer in self.encoder.layer:
+            attention = layer.crossattention.self
+            keys.append(attention._split_heads(attention.key(image_embeds)))
+            values.append(attention._split_heads(attention.value(image_embeds)))
+        return ImageKV(keys, values, rows)
 
 
 class MedPredictionHeadTransform(nn.Module):

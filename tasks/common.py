@@ -13,7 +13,9 @@ from data.image_io import DEFAULT_MAX_PIXELS
 from engine.config import Key
 from models import build_model
 from models.blip_base import BlipBase
+from models.checkpoint import LoadReport
 from models.tokenizer import load_tokenizer
+from utils.errors import CheckpointError
 
 __all__ = ["image_keys", "model_keys", "build_task_model", "crop_scale_problem"]
 
@@ -60,6 +62,18 @@ def model_keys(*, max_length: int, alpha_rampup: tuple[Key, ...] = ()) -> tuple[
 
 
 def build_task_model(kind: str, config: Mapping[str, Any], device: torch.device) -> BlipBase:
-    """``models.build_model`` with the config's tokenizer, moved to ``device``."""
+    """``models.build_model`` with the config's tokenizer, moved to ``device``.
+
+    A ``pretrained`` checkpoint that does not fit the configured shapes is an error naming the
+    keys (BLIP dropped them silently and trained the rest from random weights).
+    """
     tokenizer = load_tokenizer(config["tokenizer"])
-    return build_model(kind, config, tokenizer=tokenizer).to(device)
+    model = build_model(kind, config, tokenizer=tokenizer)
+    if config.get("pretrained"):
+        report = model.init_reports[-1]
+        if isinstance(report, LoadReport) and not report.clean:
+            raise CheckpointError(
+                f"pretrained={config['pretrained']} does not fit the model this config describes "
+                f"(vit, med_config, embed_dim, tokenizer):\n{report.summary()}"
+            )
+    return model.to(device)

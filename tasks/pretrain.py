@@ -15,11 +15,10 @@ from data.pretrain_dataset import build_pretrain_dataset, build_pretrain_loader
 from data.retrieval_dataset import RetrievalEvalDataset
 from data.transforms import build_image_transform
 from engine.config import ENGINE_KEYS, Key, Schema
-from engine.distributed import barrier, is_main_process
 from engine.task import StepContext, TrainData
 from models.blip_pretrain import BlipPretrain
 from models.tokenizer import load_tokenizer
-from models.retrieval_eval import chance_recall, itc_similarity_matrix, recall_at_k
+from models.retrieval_eval import EVAL_MAX_LENGTH, chance_recall, evaluate_retrieval
 from tasks.common import build_task_model, image_keys, model_keys
 
 __all__ = ["PRETRAIN_SCHEMA", "PretrainTask", "alpha_at", "small_eval_warning", "run_pretraining"]
@@ -119,17 +118,15 @@ class PretrainTask:
 
     def evaluate(self, model: torch.nn.Module, config: Mapping[str, Any], device: torch.device,
                  autocast_dtype: torch.dtype | None) -> dict[str, float]:
-        """Zero-shot ITC recall on ``eval_file`` (rank 0), with chance levels alongside."""
+        """Zero-shot ITC recall on ``eval_file`` (all ranks share the work), with chance levels alongside."""
         if self._eval_set is None:
             return {}
-        metrics: dict[str, float] = {}
-        if is_main_process():
-            sims = itc_similarity_matrix(model, self._eval_set, batch_size=max(8, config["batch_size"]),
-                                         device=device, autocast_dtype=autocast_dtype)
-            dataset = self._eval_set
-            metrics = {f"eval_{k}": v for k, v in recall_at_k(sims, dataset.img2txt, dataset.txt2img).items()}
-            metrics.update({f"chance_{k}": v for k, v in chance_recall(dataset.img2txt, len(dataset.texts)).items()})
-        barrier()
+        dataset = self._eval_set
+        result = evaluate_retrieval(model, dataset, itc_only=True, batch_size=max(8, config["batch_size"]),
+                                    device=device, autocast_dtype=autocast_dtype,
+                                    max_length=max(EVAL_MAX_LENGTH, config["max_length"]))
+        metrics = {f"eval_{k}": v for k, v in result.metrics.items()}
+        metrics.update({f"chance_{k}": v for k, v in chance_recall(dataset.img2txt, len(dataset.texts)).items()})
         return metrics
 
 
