@@ -6,8 +6,11 @@ first ``--steps`` batches of the phantom data, so peak RSS is that variant's own
 
     python -m data.phantom --out data/phantom_data --quiet   # if absent
     python bench/bench_pretrain.py [--config configs/pretrain_demo.yaml] [--steps 60] [--log_every 10]
+    python bench/bench_pretrain.py --gpu      # BLIP-base shapes (ViT-B/16 at 224, BERT-base fusion) on CUDA
 
-Prints a markdown table and writes it to docs/benchmarks/pretrain.md.
+Prints a markdown table and writes it to docs/benchmarks/pretrain.md (``--gpu``: gpu_pretrain.md).
+With ``--gpu`` the phantom images are read at 224 px and the phantom tokenizer stands in for
+bert-base-uncased (nothing is downloaded); weights start random, which does not change the speed.
 """
 
 from __future__ import annotations
@@ -37,16 +40,28 @@ VARIANTS = [  # (label, overrides)
                                                           "vit_grad_ckpt=true", "vit_ckpt_layer=-1"]),
 ]
 
+GPU_VARIANTS = [  # BLIP-base shapes on CUDA
+    ("bf16 autocast, SDPA (fused attention)", ["precision=bf16", "attn_impl=sdpa"]),
+    ("bf16 autocast, eager attention", ["precision=bf16", "attn_impl=eager"]),
+    ("fp32, SDPA", ["precision=fp32", "attn_impl=sdpa"]),
+]
+GPU_OVERRIDES = ["device=cuda", "tokenizer=data/phantom_data/tokenizer", "text_encoder=null", "vit_init=null",
+                 "num_workers=8"]
+
 CHILD = """
 import json, resource, sys, time
+import torch
 sys.path.insert(0, {root!r})
 from engine.config import load_config
 from tasks.pretrain import PRETRAIN_SCHEMA, run_pretraining
 config = load_config({config!r}, {overrides!r}, PRETRAIN_SCHEMA)
 start = time.perf_counter()
 result = run_pretraining(config)
+cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
 print(json.dumps({{"seconds": time.perf_counter() - start, "steps": result.global_step,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_cuda_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                  "device": torch.cuda.get_device_name() if cuda else "cpu"}}))
 """
 
 
@@ -76,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/pretrain_demo.yaml")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--log_every", type=int, default=10)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "pretrain.md"))
+    parser.add_argument("--gpu", action="store_true", help="BLIP-base shapes on CUDA (configs/pretrain.yaml)")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.gpu:
+        return gpu_main(args)
+    args.out = args.out or str(ROOT / "docs" / "benchmarks" / "pretrain.md")
 
     base = load_config(ROOT / args.config, schema=PRETRAIN_SCHEMA)
     train_file = ROOT / base["train_file"][0]
@@ -117,6 +136,37 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(text)
     atomic_write_text(args.out, text)
+    return 0
+
+
+def gpu_main(args: argparse.Namespace) -> int:
+    """BLIP-base pretraining speed and peak GPU memory per precision / attention path."""
+    config = "configs/pretrain.yaml"
+    base = load_config(ROOT / config, GPU_OVERRIDES + ["train_file=x"], PRETRAIN_SCHEMA)
+    train_file = ROOT / "data" / "phantom_data" / "pretrain.json"
+    if not train_file.exists():
+        raise SystemExit(f"{train_file} not found: run `python -m data.phantom --out data/phantom_data` first")
+    batch, rows = base["batch_size"], []
+    with tempfile.TemporaryDirectory() as tmp:
+        subset = _subset(train_file, batch * args.steps, Path(tmp) / "subset.json")
+        for label, extra in GPU_VARIANTS:
+            work = Path(tmp) / f"run{len(rows)}"
+            overrides = [*GPU_OVERRIDES, f"train_file=['{subset}']", f"image_root={train_file.parent}",
+                         "max_epoch=1", "save_every=0", f"log_every={args.log_every}", f"warmup_steps={args.steps}",
+                         f"output_dir={work}", *extra]
+            rows.append((label, run_variant(ROOT / config, overrides, work)))
+    device = rows[0][1]["device"]
+    table = ["| variant | samples/s | s/step | peak GPU memory (GiB) |", "| --- | ---: | ---: | ---: |"]
+    for label, r in rows:
+        table.append(f"| {label} | {r['samples_per_sec']:.1f} | {batch / r['samples_per_sec']:.3f} | "
+                     f"{r['peak_cuda_gib']:.1f} |")
+    text = "\n".join([
+        "# Pretraining benchmark, BLIP-base on one GPU", "",
+        f"{device}; `{config}` (ViT-B/16 at 224, BERT-base fusion, batch {batch} per GPU, queue 57,600), "
+        f"{args.steps} steps per variant, the first {args.log_every} excluded; {time.strftime('%Y-%m-%d')}.", "",
+        *table, "", f"Command: `python bench/bench_pretrain.py --gpu --steps {args.steps}`", ""])
+    print(text)
+    atomic_write_text(args.out or ROOT / "docs" / "benchmarks" / "gpu_pretrain.md", text)
     return 0
 
 

@@ -157,3 +157,10 @@ def test_cli(tmp_path, capsys):
     assert "batch_size: 3" in capsys.readouterr().out
     assert main(["--config", str(path), "--check", "batch_size=x"]) == 2
     assert "key 'batch_size'" in capsys.readouterr().err
+
+
+def test_docs_carry_the_generated_retrieval_table():
+    from tasks.retrieval import RETRIEVAL_SCHEMA
+
+    docs = (REPO / "README.md").read_text()
+    assert schema_markdown(RETRIEVAL_SCHEMA) in docs, "README.md is stale: paste `python train_retrieval.py --config_table`"
