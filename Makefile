@@ -16,11 +16,17 @@ $(STAMP): requirements.txt
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The main job on the embedded default data: phantom generation (skipped when present) and CPU pretraining.
+# The main job on the embedded default data: phantom generation (skipped when present), CPU pretraining,
+# zero-shot retrieval of the pretrained model, retrieval fine-tuning + test, and the two next to chance.
 # --resume: a rerun continues (or, when finished, reports) the same run instead of refusing its output_dir.
 demo: $(STAMP)
 	$(PY) -m data.phantom --out data/phantom_data --quiet
 	$(PY) pretrain.py --config configs/pretrain_demo.yaml --resume
+	$(PY) train_retrieval.py --config configs/retrieval_demo.yaml --evaluate output_dir=output/zero_shot_demo \
+		val_file=null
+	$(PY) train_retrieval.py --config configs/retrieval_demo.yaml --resume
+	$(PY) -m tasks.demo_report --zero_shot output/zero_shot_demo/evaluate.json \
+		--fine_tuned output/retrieval_demo/results.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,6 +11,7 @@ import datetime
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,7 +255,10 @@ class PeerFailureWatch:
         try:
             self._store.set(self._key, f"{get_rank()}\t{message}")
         except Exception:
-            pass
+            return
+        # Stay a moment before exiting: the others must read the key (they poll) before this
+        # process's exit closes its connections and fails their collective with a bare gloo/NCCL error.
+        time.sleep(2 * self.poll_seconds + 0.5)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is not None and self._store is not None and not self._stop.is_set():

@@ -30,15 +30,15 @@ def blip_reference(model, dataset, k_test: int, batch_size: int = 64):
             for s in range(0, len(dataset), batch_size)])
         image_embeds = F.normalize(model.vision_proj(image_feats[:, 0, :]), dim=-1)
         sims = image_embeds @ text_embeds.t()
-        i2t = torch.full((len(images), len(texts)), -100.0)
+        i2t = torch.full((len(dataset), len(texts)), -100.0)
         for i, row in enumerate(sims):
             topk_sim, topk_idx = row.topk(k=min(k_test, len(texts)))
             out = model.text_encoder(text_ids[topk_idx], tok.attention_mask[topk_idx],
                                      encoder_hidden_states=image_feats[i].repeat(len(topk_idx), 1, 1))
             i2t[i, topk_idx] = model.itm_head(out.last_hidden_state[:, 0, :])[:, 1] + topk_sim
-        t2i = torch.full((len(texts), len(images)), -100.0)
+        t2i = torch.full((len(texts), len(dataset)), -100.0)
         for t, row in enumerate(sims.t()):
-            topk_sim, topk_idx = row.topk(k=min(k_test, len(images)))
+            topk_sim, topk_idx = row.topk(k=min(k_test, len(dataset)))
             out = model.text_encoder(text_ids[t].repeat(len(topk_idx), 1), tok.attention_mask[t].repeat(len(topk_idx), 1),
                                      encoder_hidden_states=image_feats[topk_idx])
             t2i[t, topk_idx] = model.itm_head(out.last_hidden_state[:, 0, :])[:, 1] + topk_sim

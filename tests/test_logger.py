@@ -107,8 +107,8 @@ def test_read_log_after_resume_keeps_later_lines_and_skips_partial(tmp_path):
     steps, epochs = read_log(path)
     assert [(s["step"], s["train_loss"]) for s in steps] == [(1, 5.0), (2, 4.5)]
     assert epochs == [{"train_loss": 4.7, "epoch": 0, "global_step": 2}]
-    assert plot_loss_curves(path, tmp_path / "p.png") is True
-    assert plot_loss_curves(tmp_path / "missing.txt", tmp_path / "q.png") is False
+    assert plot_loss_curves(path, tmp_path / "p.png")  # the panel titles
+    assert plot_loss_curves(tmp_path / "missing.txt", tmp_path / "q.png") == []
 
 
 def test_accumulator_means_without_process_group():
