@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from models.sources import resolve_source, source_file
 from models.vit import interpolate_pos_embed
 from engine.checkpoint import read_torch_file
 from engine.distributed import unwrap_model
@@ -137,21 +138,27 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def _weights_file_in(directory: Path) -> Path:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (directory / name).exists():
-            return directory / name
-    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin in this directory")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _checkpoint_file(source: str | Path) -> Path:
+    """A URL (downloaded once), a file, a folder or a hub repo holding model.safetensors / pytorch_model.bin."""
+    text = str(source)
+    if _is_url(text):
+        return _download(text)
+    resolved = resolve_source(text, what="checkpoint", error=CheckpointError)
+    if isinstance(resolved, Path) and resolved.is_file():
+        return resolved
+    return source_file(resolved, _WEIGHT_FILES, what=f"checkpoint {text!r}", error=CheckpointError)
 
 
 def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
-    """Return ``(state_dict in BLIP naming, format name, other top-level entries)``."""
-    text = str(source)
-    path = _download(text) if _is_url(text) else Path(text)
-    if path.is_dir():
-        path = _weights_file_in(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    """Return ``(state_dict in BLIP naming, format name, other top-level entries)``.
+
+    ``source``: a BLIP/our ``.pth`` (path or URL), a state dict file, ``.safetensors``,
+    a transformers BLIP folder, or a hub name of one (``Salesforce/blip-itm-base-coco``).
+    """
+    path = _checkpoint_file(source)
     if path.suffix == ".safetensors":
         raw: Any = _load_safetensors(path)
     else:
@@ -275,30 +282,14 @@ def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> None:
 # ----- BERT initialisation -------------------------------------------------------------
 
 def _resolve_pretrained_file(name_or_path: str) -> tuple[Path, Path | None]:
-    """Local directory or hub name -> (weights file, config.json or None)."""
-    local = Path(name_or_path)
-    if local.is_dir():
-        config = local / "config.json"
-        return _weights_file_in(local), config if config.exists() else None
-    if local.is_file():
-        return local, None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    last_error: Exception | None = None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        try:
-            weights = Path(hf_hub_download(name_or_path, filename))
-            break
-        except EntryNotFoundError as exc:
-            last_error = exc
-        except Exception as exc:  # offline, unknown repo, ... : name the source
-            raise CheckpointError(f"cannot get BERT weights {name_or_path!r} (not a local path; hub: {exc})") from exc
-    else:
-        raise CheckpointError(f"{name_or_path!r}: no model.safetensors or pytorch_model.bin on the hub ({last_error})")
+    """Local file / folder or hub name -> (weights file, config.json or None)."""
+    source = resolve_source(name_or_path, what="text_encoder", error=CheckpointError)
+    if isinstance(source, Path) and source.is_file():
+        return source, None
+    weights = source_file(source, _WEIGHT_FILES, what=f"text_encoder {name_or_path!r}", error=CheckpointError)
     try:
-        config = Path(hf_hub_download(name_or_path, "config.json"))
-    except Exception:
+        config = source_file(source, ("config.json",), what="text_encoder", error=CheckpointError)
+    except CheckpointError:
         config = None
     return weights, config
 
@@ -307,7 +298,7 @@ _BERT_DROP = re.compile(r"^(pooler\.|cls\.seq_relationship|embeddings\.token_typ
 
 
 def _bert_state_dict(weights: Path) -> dict[str, torch.Tensor]:
-    raw = _load_safetensors(weights) if weights.suffix == ".safetensors" else _torch_load(weights)
+    raw = _load_safetensors(weights) if weights.suffix == ".safetensors" else read_torch_file(weights)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{weights}: not a BERT state dict")
     out = {}

@@ -17,6 +17,7 @@ from typing import Iterable
 
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
+from models.sources import resolve_source
 from utils.errors import TokenizerError
 
 __all__ = [
@@ -96,14 +97,18 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialTokenIds:
 def load_tokenizer(name_or_path: str | Path, add_special_tokens: bool = True) -> PreTrainedTokenizerBase:
     """Load a tokenizer from a local directory or a hub name and make it BLIP-ready.
 
+    A folder with only ``vocab.txt`` and a BERT ``config.json`` (BiomedBERT's
+    layout on the hub) loads as a BERT WordPiece tokenizer. Missing paths and an
+    unreachable hub fail at once (:func:`models.sources.resolve_source`).
+
     With ``add_special_tokens=False`` the tokenizer is only validated, so a
     tokenizer saved without ``[ENC]`` fails here with a clear message.
     """
-    source = str(name_or_path)
+    source = resolve_source(name_or_path, what="tokenizer", error=TokenizerError)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError) as exc:
-        raise TokenizerError(f"cannot load tokenizer from {source!r}: {exc}") from exc
+        raise TokenizerError(f"cannot load tokenizer from {str(name_or_path)!r}: {exc}") from exc
     if add_special_tokens:
         add_blip_special_tokens(tokenizer)
     special_token_ids(tokenizer)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -148,14 +149,34 @@ def _timm_vit(name: str, image_size: int, drop_path_rate: float) -> VisionTransf
 def load_timm_pretrained(model: VisionTransformer, source: str) -> list[str]:
     """Initialise ``model`` from timm pretrained weights (a timm name, or a file timm can read).
 
-    Returns the keys that did not load (head weights are expected there).
-    Position embeddings are resampled to the model's grid.
+    A timm name's weights come from its hub repo (``timm/<name>``) through
+    :func:`models.sources.resolve_source`: the hub cache when the hub is
+    unreachable, a clear error when neither has them. Returns the keys that did
+    not load (head weights are expected there). Position embeddings are
+    resampled to the model's grid.
     """
-    if timm.is_model(source):
-        donor = timm.create_model(source, pretrained=True, num_classes=0, global_pool="")
+    from models.sources import resolve_source, source_file
+
+    weight_files = ("model.safetensors", "pytorch_model.bin")
+    local = Path(source).expanduser()
+    if local.exists():  # a weights file, or a folder holding one (a downloaded timm hub repo)
+        weights = local if local.is_file() else source_file(local, weight_files, what="vit_init", error=ValueError)
+        state = timm.models.load_state_dict(str(weights), weights_only=True)
+    elif timm.is_model(source):
+        overlay = {}
+        pretrained = timm.models.get_pretrained_cfg(source)
+        hub_id = getattr(pretrained, "hf_hub_id", None)
+        if hub_id:
+            resolved = resolve_source(hub_id, what="vit_init", error=ValueError, written=source)
+            if isinstance(resolved, Path):  # the hub cache's copy: timm reads the file, no network
+                weights = source_file(resolved, weight_files, what=f"vit_init {source!r}", error=ValueError)
+                overlay = {"file": str(weights)}
+        donor = timm.create_model(source, pretrained=True, num_classes=0, global_pool="",
+                                  pretrained_cfg_overlay=overlay or None)
         state = donor.state_dict()
     else:
-        state = timm.models.load_state_dict(source, weights_only=True)
+        raise ValueError(f"vit_init {source!r}: not a weights file (no such file relative to the current folder "
+                         f"{Path.cwd()}) and not a timm model name")
     if "pos_embed" in state:
         state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], model)
     result = model.load_state_dict(state, strict=False)
