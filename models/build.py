@@ -44,6 +44,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "momentum": 0.995,
     "negative_all_rank": False,
     "max_length": None,  # None: 30 for pretrain, 35 for retrieval (BLIP)
+    "max_words": 30,  # the scoring API cleans captions with pre_caption(caption, max_words), as training does
     "attn_impl": "sdpa",
     "text_encoder": None,
     "vit_init": None,
@@ -85,6 +86,7 @@ def build_model(kind: str, config: Mapping[str, Any], *, tokenizer: Any = None) 
         queue_size=int(cfg["queue_size"]),
         momentum=float(cfg["momentum"]),
         negative_all_rank=bool(cfg["negative_all_rank"]),
+        max_words=int(cfg["max_words"]),
         attn_impl=cfg["attn_impl"],
         tokenizer=tokenizer,
     )
