@@ -38,7 +38,9 @@ __all__ = [
     "CheckpointError",
     "LoadReport",
     "read_checkpoint",
+    "checkpoint_state",
     "load_checkpoint",
+    "load_state",
     "save_checkpoint",
     "transformers_to_blip",
     "blip_to_transformers",
@@ -163,6 +165,14 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, d
         raw: Any = _load_safetensors(path)
     else:
         raw = read_torch_file(path)
+    return checkpoint_state(raw, str(path))
+
+
+def checkpoint_state(raw: Any, where: str) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """:func:`read_checkpoint` for content already in memory (what ``torch.load`` returned).
+
+    ``where`` names the content in messages (a path, or "the given checkpoint").
+    """
     extras: dict[str, Any] = {}
     fmt = "state_dict"
     if isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
@@ -171,10 +181,10 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, d
     elif isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
         raw = raw["state_dict"]
     if not isinstance(raw, Mapping) or not raw:
-        raise CheckpointError(f"{path}: no state dict found (expected a dict of tensors or {{'model': state_dict}})")
+        raise CheckpointError(f"{where}: no state dict found (expected a dict of tensors or {{'model': state_dict}})")
     bad = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(map(str, bad[:5]))}")
+        raise CheckpointError(f"{where}: entries that are not tensors: {', '.join(map(str, bad[:5]))}")
     state = dict(raw)
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     if any(k.startswith("vision_model.") for k in state):
@@ -227,13 +237,35 @@ def transformers_to_blip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return _rename(state, _HF_TO_BLIP)
 
 
-def blip_to_transformers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """BLIP keys -> transformers' BLIP keys (momentum copies, queues and ``position_ids`` dropped)."""
+# What each transformers class holds, by key prefix (transformers' names).
+_TRANSFORMERS_PREFIXES = {
+    "retrieval": ("vision_model.", "text_encoder.", "vision_proj.", "text_proj.", "itm_head."),  # ForImageTextRetrieval
+    "captioning": ("vision_model.", "text_decoder."),  # BlipForConditionalGeneration
+}
+
+
+def blip_to_transformers(state: Mapping[str, Any], kind: str | None = None) -> dict[str, torch.Tensor]:
+    """BLIP keys -> transformers' BLIP keys (momentum copies, queues, ``temp`` and ``position_ids`` dropped).
+
+    ``state`` is a state dict or a whole checkpoint ``{'model': state_dict, ...}``
+    (as ``torch.load`` returns it). ``kind="retrieval"`` keeps only what
+    ``BlipForImageTextRetrieval`` holds (no ``text_decoder.*``),
+    ``kind="captioning"`` what ``BlipForConditionalGeneration`` holds;
+    ``None`` keeps both. :func:`models.export.export_transformers` writes a
+    complete folder (config, weights, tokenizer).
+    """
+    if kind is not None and kind not in _TRANSFORMERS_PREFIXES:
+        raise ValueError(f"kind must be one of {sorted(_TRANSFORMERS_PREFIXES)} or None, got {kind!r}")
+    state, _, _ = checkpoint_state(state, "blip_to_transformers")
     kept = {
         k: v for k, v in state.items()
         if "_m." not in k and not k.endswith(("_queue", "queue_ptr", "ptr_queue", "position_ids")) and k != "temp"
     }
-    return _rename(kept, _BLIP_TO_HF)
+    renamed = _rename(kept, _BLIP_TO_HF)
+    if kind is None:
+        return renamed
+    prefixes = _TRANSFORMERS_PREFIXES[kind]
+    return {k: v for k, v in renamed.items() if k.startswith(prefixes)}
 
 
 # ----- loading into a model ---------------------------------------------------------
@@ -254,7 +286,14 @@ def load_checkpoint(model: nn.Module, source: str | Path, *, strict: bool = Fals
     :attr:`LoadReport.clean` (only documented, expected differences).
     """
     state, fmt, _ = read_checkpoint(source)
-    report = LoadReport(source=str(source), format=fmt)
+    return load_state(model, state, source=str(source), fmt=fmt, strict=strict)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str, fmt: str,
+               strict: bool = False) -> LoadReport:
+    """:func:`load_checkpoint` for a state dict already read by :func:`read_checkpoint` (BLIP naming)."""
+    state = dict(state)
+    report = LoadReport(source=source, format=fmt)
     _interpolate_pos_embeds(model, state, report)
     own = model.state_dict()
     for key in list(state):

@@ -94,6 +94,8 @@ def resolve_source(name: str | Path, *, what: str, error: type[Exception] = Sour
     """
     text = str(name)
     shown = written if written is not None else text
+    if not text.strip():
+        raise error(f"{what} is empty: give a local folder or a hub name")
     path = Path(text).expanduser()
     if path.exists():
         return path

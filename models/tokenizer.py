@@ -11,11 +11,8 @@ BiomedBERT, or one trained on your own captions with
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Iterable, Sequence
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
 from models.sources import resolve_source
+from utils.atomic import atomic_directory
 from utils.errors import TokenizerError
 
 __all__ = [
@@ -367,20 +365,16 @@ def read_captions(files: Sequence[str | Path], max_words: int = 0) -> tuple[list
 
 def _train_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TokenizerError(f"{out} exists and is not empty; choose another --out or delete it")
     captions, skipped = read_captions(args.train)
     if not captions:
         raise TokenizerError(f"no captions in {', '.join(args.train)} ({skipped} records without one)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:  # written beside the target, then renamed: an interrupted run leaves no half tokenizer at --out
-        tokenizer = train_wordpiece_tokenizer(captions, staging, vocab_size=args.vocab_size,
-                                              min_frequency=args.min_frequency, show_progress=False,
-                                              deterministic=args.deterministic)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    try:  # staged beside --out, then renamed: an interrupted run leaves no half tokenizer there
+        with atomic_directory(out) as staging:
+            tokenizer = train_wordpiece_tokenizer(captions, staging, vocab_size=args.vocab_size,
+                                                  min_frequency=args.min_frequency, show_progress=False,
+                                                  deterministic=args.deterministic)
+    except FileExistsError as exc:
+        raise TokenizerError(str(exc)) from None
     print(f"wrote {out}: {len(tokenizer)} tokens from {len(captions)} captions ({skipped} records skipped)")
     report, _ = tokenizer_report(tokenizer, captions, args.max_length)
     print(f"on its training captions: {report.summary()}")
