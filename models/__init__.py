@@ -19,6 +19,7 @@ _EXPORTS = {
     "itm_probability": "models.blip_retrieval",
     "itm_scores": "models.blip_retrieval",
     "build_model": "models.build",
+    "build_from_checkpoint": "models.build",
     "med_config_from": "models.build",
     "unwrap": "engine.distributed",
     "CheckpointError": "utils.errors",

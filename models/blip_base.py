@@ -107,6 +107,7 @@ class BlipBase(nn.Module):
         self.negative_all_rank = negative_all_rank
         self.max_length = max_length
         self.max_words = max_words
+        self.image_size = image_size
         self._momentum_names: tuple[str, ...] = ()
         self._pending_enqueue: list[list[torch.Tensor]] = []
 

@@ -32,8 +32,8 @@ from torch import nn
 from data.transforms import CLIP_MEAN, CLIP_STD
 from engine.distributed import unwrap_model
 from models.blip_base import BlipBase
-from models.build import build_model
-from models.checkpoint import blip_to_transformers, checkpoint_state, load_state, read_checkpoint
+from models.build import build_from_checkpoint
+from models.checkpoint import LoadReport, blip_to_transformers
 from models.tokenizer import load_tokenizer, special_token_ids
 from utils.atomic import atomic_directory
 from utils.errors import CheckpointError, MedVLPError
@@ -45,8 +45,6 @@ EXPORT_KINDS = {
     "retrieval": ("retrieval", "BlipForImageTextRetrieval"),
     "captioning": ("pretrain", "BlipForConditionalGeneration"),
 }
-# Config keys that would initialise weights (from the hub or files) before the checkpoint overwrites them.
-_INIT_KEYS = ("text_encoder", "vit_init", "pretrained")
 VERIFY_TOLERANCE = 1e-4  # rtol and atol; fp32 on CPU measures ~1e-6 (README, "Export to transformers")
 VERIFY_CAPTION = "axial ct shows a hyperdense lesion in the left frontal lobe"
 
@@ -106,30 +104,13 @@ def blip_config(model: BlipBase) -> Any:
                       image_text_hidden_size=model.vision_proj.out_features, label_smoothing=med.label_smoothing)
 
 
-def _model_from_checkpoint(checkpoint: Any, kind: str, config: Mapping[str, Any] | None, tokenizer: Any) -> BlipBase:
-    """Build our model of the right kind from the checkpoint's (or the given) config and load it strictly."""
-    if isinstance(checkpoint, Mapping):
-        state, fmt, extras = checkpoint_state(checkpoint, "the given checkpoint")
-        where = "the given checkpoint"
-    else:
-        state, fmt, extras = read_checkpoint(checkpoint)
-        where = str(checkpoint)
-    model_config = config if config is not None else extras.get("config")
-    if not isinstance(model_config, Mapping):
-        raise CheckpointError(
-            f"{where} carries no model config (our checkpoints and BLIP's keep one under 'config'); "
-            "pass config={...} with the model keys, as build_model takes them"
-        )
-    if kind == "captioning" and not any(k.startswith("text_decoder.") for k in state):
-        raise CheckpointError(f"{where} has no text decoder (text_decoder.*): export it with kind='retrieval'")
-    model_config = {k: v for k, v in model_config.items() if k not in _INIT_KEYS}
-    if tokenizer is None:
-        tokenizer = load_tokenizer(model_config.get("tokenizer", "bert-base-uncased"))
-    elif isinstance(tokenizer, (str, Path)):
-        tokenizer = load_tokenizer(tokenizer)
-    model = build_model(EXPORT_KINDS[kind][0], model_config, tokenizer=tokenizer)
-    load_state(model, state, source=where, fmt=fmt, strict=True)
-    return model
+def _check_captioning_weights(model: BlipBase, report: LoadReport) -> None:
+    needed = [k for k in report.missing_problems if k.startswith(("visual_encoder.", "text_decoder."))]
+    decoder_keys = [k for k in model.state_dict() if k.startswith("text_decoder.") and not k.endswith("position_ids")]
+    if decoder_keys and all(k in report.missing for k in decoder_keys):
+        raise CheckpointError(f"{report.source} has no text decoder (text_decoder.*): export it with kind='retrieval'")
+    if needed or report.shape_mismatch:
+        raise CheckpointError(f"checkpoint does not hold a whole captioning model:\n{report.summary()}")
 
 
 @torch.no_grad()
@@ -199,7 +180,12 @@ def export_transformers(checkpoint: Any, out_dir: str | Path, kind: str = "retri
         if model.tokenizer is None:
             raise CheckpointError("the model was built without a tokenizer; pass tokenizer=...")
     else:
-        model = _model_from_checkpoint(checkpoint, kind, config, tokenizer)
+        # Captioning uses only the image encoder and the decoder: a checkpoint without the rest
+        # (BLIP's captioning ones) is fine, one without a decoder is not.
+        model = build_from_checkpoint(checkpoint, EXPORT_KINDS[kind][0], config=config, tokenizer=tokenizer,
+                                      strict=kind == "retrieval")
+        if kind == "captioning":
+            _check_captioning_weights(model, model.init_reports[-1])
     if special_token_ids(model.tokenizer) != model.special_tokens:
         raise CheckpointError("the tokenizer's special token ids differ from the ones the model was built with")
 

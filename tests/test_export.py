@@ -118,6 +118,11 @@ def test_export_from_a_model_and_errors_that_leave_nothing_behind(checkpoint, to
     save_checkpoint(retrieval, tmp_path / "retrieval.pth")
     with pytest.raises(CheckpointError, match="carries no model config"):
         export_transformers(tmp_path / "retrieval.pth", tmp_path / "x")
+    whole = torch.load(path, weights_only=True)
+    save_checkpoint(retrieval, tmp_path / "with_config.pth", config=whole["config"])
+    with pytest.raises(CheckpointError, match="with_config.pth has no text decoder"):
+        export_transformers(tmp_path / "with_config.pth", tmp_path / "x", kind="captioning")
+    assert not (tmp_path / "x").exists()
     with pytest.raises(CheckpointError, match="exists and is not empty"):
         export_transformers(path, out)
     import models.export as export
