@@ -382,7 +382,7 @@ def _path_bases(set_where: str | None, config_file: Path | None) -> list[tuple[s
         return [repository, cwd]
     if set_where.startswith("command-line") or config_file is None:
         return [cwd, repository]
-    return [("the config file's folder", Path(config_file).parent), repository, cwd]
+    return [("the config file's folder", Path(os.path.abspath(config_file)).parent), repository, cwd]
 
 
 def resolve_config_paths(config: dict[str, Any], schema: Schema, *, config_file: str | Path | None = None,

@@ -48,7 +48,7 @@ def test_editable_install_from_any_folder(tmp_path):
     where = subprocess.run([str(python), "-c", "import models, engine; print(models.__file__)"], cwd=elsewhere,
                            capture_output=True, text=True, timeout=120)
     assert where.stdout.strip() == str(source / "models" / "__init__.py"), where.stderr
-    for script in ("medvlp-pretrain", "medvlp-scrape", "medvlp-export", "medvlp-tokenizer"):
+    for script in ("medvlp-pretrain", "medvlp-train-retrieval", "medvlp-scrape", "medvlp-export", "medvlp-tokenizer"):
         assert (venv / "bin" / script).exists(), script
     check = subprocess.run([str(venv / "bin" / "medvlp-pretrain"), "--config", str(source / "configs" / "pretrain.yaml"),
                             "--check"], cwd=elsewhere, capture_output=True, text=True, timeout=300)
