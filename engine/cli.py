@@ -2,6 +2,7 @@
 
     python pretrain.py --config FILE [--output_dir DIR] [--resume] [key=value ...]
     python pretrain.py --config FILE --check [key=value ...]   # validate, print the resolved config
+                                                               # (and, as comments, where each path was found)
     python pretrain.py --config_table                          # the README's key table
 
 Problems a user can fix (:class:`utils.errors.MedVLPError`) end as one line
@@ -44,7 +45,10 @@ def load_cli_config(task: Task, args: argparse.Namespace) -> tuple[dict[str, Any
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     raw, sources, origin = read_config_sources(args.config, overrides)
-    config = validate_config(raw, task.schema, sources=sources, origin=origin)
+    path_notes: list[str] = []
+    config = validate_config(raw, task.schema, sources=sources, origin=origin, config_file=args.config,
+                             notes=path_notes)
+    args.path_notes = path_notes  # --check prints them: which folder each relative path was found in
     notes = []
     eval_source = sources.get("eval_file", "")
     if (config.get("eval_file") and sources.get("train_file", "").startswith("command-line")
@@ -108,6 +112,7 @@ def run_cli(
             import io
 
             buffer = io.StringIO()
+            buffer.writelines(f"# {note}\n" for note in args.path_notes)
             dump_config(config, buffer)
             _print_safely(buffer.getvalue())
             return 0

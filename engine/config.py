@@ -11,14 +11,18 @@ in the README (``python pretrain.py --config_table``).
 
 The result is a plain ``dict`` of plain values, so it goes into checkpoints
 loaded with ``torch.load(weights_only=True)`` and into BLIP's
-``checkpoint['config']`` unchanged. Relative paths stay as written: they are
-resolved against the working directory by whoever opens them (as in BLIP).
+``checkpoint['config']`` unchanged. Relative paths of the keys that name
+inputs are resolved once, at load, by :func:`resolve_config_paths`: values from
+a config file against the file's folder, then the repository folder, then the
+current folder; command-line values against the current folder first; the first
+that exists wins and is stored as an absolute path (``--check`` says which won).
 """
 
 from __future__ import annotations
 
 import difflib
 import io
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -41,6 +45,8 @@ __all__ = [
     "apply_overrides",
     "validate_config",
     "load_config",
+    "resolve_config_paths",
+    "same_setting",
     "save_config",
     "schema_markdown",
 ]
@@ -60,7 +66,12 @@ class Key:
     maximum: float | None = None
     required: bool = False
     length: int | None = None  # exact length for list types
-    check: Callable[[Any], str | None] | None = None  # extra rule: returns what is wrong, or None
+    # Extra rule: what is wrong (read after "key 'name'"), a list of self-contained problems
+    # (nested keys: "key 'vit': unknown key 'depht'; ..."), or None.
+    check: Callable[[Any], str | list[str] | None] | None = None
+    # "input": a file or folder the run reads; "source": an input, or a hub / timm name or URL.
+    # Relative paths resolve by the rule of resolve_config_paths (README, "Paths in configs").
+    path: str | None = None
 
     def type_text(self) -> str:
         text = " | ".join(map(str, self.choices)) if self.choices else self.type
@@ -133,6 +144,7 @@ class Schema:
 _YAML = YAML(typ="safe", pure=True)
 _YAML.default_flow_style = None  # short lists inline, as in BLIP's configs
 _YAML.sort_base_mapping_type_on_output = False  # keep the schema order when saving
+_YAML.width = 4096  # absolute paths stay on their key's line (--check output is read and grepped)
 
 
 # -- reading ------------------------------------------------------------------------
@@ -277,20 +289,27 @@ def validate_config(
     *,
     sources: Mapping[str, str] | None = None,
     origin: str = "config",
+    config_file: str | Path | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Check every key against ``schema``, fill defaults, return a new plain dict in schema order.
 
     ``sources`` maps a key to where it was set (``file:line`` or ``command-line override``) for
     error messages; ``origin`` names the whole config (its file) for missing keys. BLIP keys
-    with another name here (``schema.aliases``) are renamed first.
+    with another name here (``schema.aliases``) are renamed first. Paths are resolved
+    (:func:`resolve_config_paths`, against ``config_file``'s folder first) before the keys'
+    own checks run; what was resolved goes to ``notes``. Every problem is collected and
+    raised together in one :class:`ConfigError`, one line each.
     """
     sources = dict(sources or {})
     config = dict(config)
+    errors: list[str] = []
     for blip_name, name in schema.aliases.items():
         if blip_name in config:
             if name in config:
-                raise ConfigError(f"{sources.get(blip_name, origin)}: give {blip_name!r} or {name!r}, not both "
-                                  "(they are the same setting)")
+                errors.append(f"{sources.get(blip_name, origin)}: give {blip_name!r} or {name!r}, not both "
+                              "(they are the same setting)")
+                continue
             config[name] = config.pop(blip_name)
             if blip_name in sources:
                 sources[name] = sources[blip_name]
@@ -299,26 +318,110 @@ def validate_config(
         if name not in by_name:
             where = sources.get(name, origin)
             if name in schema.unsupported:
-                raise ConfigError(f"{where}: key {name!r} is not supported: {schema.unsupported[name]}")
+                errors.append(f"{where}: key {name!r} is not supported: {schema.unsupported[name]}")
+                continue
             close = difflib.get_close_matches(name, list(by_name) + list(schema.aliases), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where}: unknown config key {name!r}{hint}")
+            errors.append(f"{where}: unknown config key {name!r}{hint}")
     out: dict[str, Any] = {}
     for key in schema:
         if key.name not in config:
             if key.required:
-                raise ConfigError(f"{origin}: missing required key {key.name!r} ({key.doc})")
+                errors.append(f"{origin}: missing required key {key.name!r} ({key.doc})")
             out[key.name] = _copy(key.default)
             continue
-        where = sources.get(key.name, origin)
         try:
             out[key.name] = _coerce(key, config[key.name])
         except ValueError as exc:
-            raise ConfigError(f"{where}: key {key.name!r} {exc}") from None
-        problem = key.check(out[key.name]) if key.check is not None and out[key.name] is not None else None
-        if problem:
-            raise ConfigError(f"{where}: key {key.name!r} {problem}")
+            errors.append(f"{sources.get(key.name, origin)}: key {key.name!r} {exc}")
+            out[key.name] = None  # not checked further
+    path_notes = resolve_config_paths(out, schema, config_file=config_file, sources=sources)
+    if notes is not None:
+        notes.extend(path_notes)
+    for key in schema:
+        value = out[key.name]
+        if key.check is None or value is None:  # None: unset, or a type error already reported
+            continue
+        problem = key.check(value)
+        where = sources.get(key.name, origin)
+        if isinstance(problem, list):
+            errors.extend(f"{where}: {item}" for item in problem)
+        elif problem:
+            errors.append(f"{where}: key {key.name!r} {problem}")
+    if errors:
+        raise ConfigError("\n".join(errors) if len(errors) == 1 else
+                          f"{len(errors)} problems in {origin}:\n" + "\n".join(f"  {e}" for e in errors))
     return out
+
+
+# -- paths ----------------------------------------------------------------------------
+
+
+def same_setting(key: Key | None, saved: Any, now: Any) -> bool:
+    """Whether a saved run's value and today's mean the same: path keys compare as absolute paths,
+    so a run saved with ``data/x.json`` (before paths were resolved at load) matches ``/repo/data/x.json``."""
+    if key is None or key.path is None or saved == now:
+        return saved == now
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, list):
+            return [absolute(v) for v in value]
+        return os.path.abspath(value) if isinstance(value, str) and "://" not in value else value
+
+    return absolute(saved) == absolute(now)
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def _path_bases(set_where: str | None, config_file: Path | None) -> list[tuple[str, Path]]:
+    """Where a relative path may be relative to, in the order tried."""
+    cwd = ("the current folder", Path.cwd())
+    repository = ("the repository folder", REPOSITORY)
+    if set_where is None:  # a default: written relative to the repository (configs/med_config.json)
+        return [repository, cwd]
+    if set_where.startswith("command-line") or config_file is None:
+        return [cwd, repository]
+    return [("the config file's folder", Path(os.path.abspath(config_file)).parent), repository, cwd]
+
+
+def resolve_config_paths(config: dict[str, Any], schema: Schema, *, config_file: str | Path | None = None,
+                         sources: Mapping[str, str] | None = None) -> list[str]:
+    """Make the relative paths of ``path`` keys absolute, in place; return what happened, one line each.
+
+    A value from a config file is looked for relative to the file's folder, then the
+    repository folder, then the current folder; a command-line value relative to the
+    current folder, then the repository folder; a default relative to the repository
+    folder, then the current folder. The first that exists wins. One that exists nowhere
+    stays as written (a hub or timm name, or a file the run will report missing). URLs,
+    absolute paths and ``~`` paths are kept. Outputs (``output_dir``) are not touched:
+    they are written relative to the current folder.
+    """
+    sources = sources or {}
+    notes = []
+    for key in schema:
+        value = config.get(key.name)
+        if key.path is None or value is None or isinstance(value, dict):
+            continue
+        bases = _path_bases(sources.get(key.name), Path(config_file) if config_file is not None else None)
+        resolved = []
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str) or not item or "://" in item or Path(item).expanduser().is_absolute():
+                resolved.append(item)
+                continue
+            for label, base in bases:
+                candidate = base / item
+                if candidate.exists():
+                    resolved.append(os.path.abspath(candidate))
+                    notes.append(f"{key.name}: {item} -> {resolved[-1]} (relative to {label})")
+                    break
+            else:
+                resolved.append(item)
+                if key.path == "input":
+                    tried = ", ".join(f"{label} {base}" for label, base in bases)
+                    notes.append(f"{key.name}: {item} not found (relative to {tried})")
+        config[key.name] = resolved if isinstance(value, list) else resolved[0]
+    return notes
 
 
 def _copy(value: Any) -> Any:
@@ -334,7 +437,7 @@ def load_config(
     if schema is None:
         raise TypeError("load_config needs the task's schema (e.g. tasks.pretrain.PRETRAIN_SCHEMA)")
     config, sources, origin = read_config_sources(path, overrides)
-    return validate_config(config, schema, sources=sources, origin=origin)
+    return validate_config(config, schema, sources=sources, origin=origin, config_file=path)
 
 
 def read_config_sources(
@@ -349,9 +452,18 @@ def read_config_sources(
         config, sources, origin = {}, {}, "config"
     pairs = parse_overrides(overrides)
     apply_overrides(config, pairs)
+    overridden: dict[str, list[str]] = {}
     for key, _ in pairs:
         top = key.split(".")[0]
-        sources[top] = f"command-line override {key}=..."
+        if top == key:  # the whole value replaced: only the command line counts
+            overridden[top] = [f"{key}=..."]
+            sources.pop(top, None)
+        else:
+            overridden.setdefault(top, []).append(f"{key}=...")
+    for top, settings in overridden.items():
+        word = "override" if len(settings) == 1 else "overrides"
+        where = f"command-line {word} {', '.join(settings)}"
+        sources[top] = f"{sources[top]} with {where}" if top in sources else where
     return config, sources, origin
 
 

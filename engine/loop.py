@@ -48,7 +48,7 @@ from engine.checkpoint import (
     rng_state_for_this_rank,
     save_training_state,
 )
-from engine.config import OPERATIONAL_KEYS, save_config
+from engine.config import OPERATIONAL_KEYS, same_setting, save_config
 from engine.distributed import (
     DistInfo,
     PeerFailureWatch,
@@ -234,8 +234,9 @@ class Trainer:
 
     def _check_same_run(self, path: Path, saved: Mapping[str, Any], finished: bool) -> None:
         """A resume must continue the same computation: name any key that changed and what to do."""
+        keys = {key.name: key for key in self.task.schema}
         changed = [k for k in sorted(set(saved) | set(self.cfg))
-                   if k not in OPERATIONAL_KEYS and saved.get(k) != self.cfg.get(k)]
+                   if k not in OPERATIONAL_KEYS and not same_setting(keys.get(k), saved.get(k), self.cfg.get(k))]
         if not changed or finished:
             return
         shown = "; ".join(f"{k}: run {saved.get(k)!r}, now {self.cfg.get(k)!r}" for k in changed[:8])

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.captions import pre_caption
 from models.losses import itm_loss, sample_hard_negatives
 from models.med import MedConfig, MedModel
 from models.tokenizer import SpecialTokenIds
@@ -74,6 +75,7 @@ class BlipBase(nn.Module):
         momentum: float = 0.995,
         negative_all_rank: bool = False,
         max_length: int = 30,
+        max_words: int = 30,
         attn_impl: str = "sdpa",
         tokenizer: Any = None,
     ):
@@ -104,6 +106,8 @@ class BlipBase(nn.Module):
         self.momentum = momentum
         self.negative_all_rank = negative_all_rank
         self.max_length = max_length
+        self.max_words = max_words
+        self.image_size = image_size
         self._momentum_names: tuple[str, ...] = ()
         self._pending_enqueue: list[list[torch.Tensor]] = []
 
@@ -199,12 +203,32 @@ class BlipBase(nn.Module):
         )
         return self.itm_head(output.last_hidden_state[:, 0, :])
 
-    def tokenize(self, captions: Sequence[str], device: torch.device | str | None = None):
-        """Tokenize already cleaned captions (padding to the longest, truncation at ``max_length``)."""
+    def clean_captions(self, captions: Sequence[str]) -> list[str]:
+        """Captions as training sees them: :func:`data.captions.pre_caption` with the model's ``max_words``.
+
+        The one cleaning path of every text-taking API (scoring, evaluation,
+        visualisation). A caption that cleans to nothing is an error naming it.
+        """
+        if isinstance(captions, str):
+            raise TypeError("captions must be a list of strings, got one string; pass [caption]")
+        cleaned = [pre_caption(caption, self.max_words) for caption in captions]
+        for index, (raw, text) in enumerate(zip(captions, cleaned)):
+            if not text:
+                raise ValueError(f"caption {index} ({raw!r}) is empty after cleaning (data.captions.pre_caption)")
+        return cleaned
+
+    def tokenize(self, captions: Sequence[str], device: torch.device | str | None = None, *, clean: bool = True):
+        """Captions -> (ids, attention mask) exactly as training does: cleaned (:meth:`clean_captions`),
+        padded to the longest, cut at ``max_length`` tokens.
+
+        ``clean=False`` skips the cleaning, for text that already went through
+        ``pre_caption`` (evaluation datasets clean at load) or on purpose.
+        """
         if self.tokenizer is None:
             raise RuntimeError("this model was built without a tokenizer; pass token ids instead")
+        texts = self.clean_captions(captions) if clean else list(captions)
         batch = self.tokenizer(
-            list(captions), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+            texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         device = device if device is not None else self.temp.device
         return batch.input_ids.to(device), batch.attention_mask.to(device)

@@ -93,14 +93,18 @@ class BlipRetrieval(BlipBase):
 
 @torch.no_grad()
 def itc_similarity(model: BlipBase, images: torch.Tensor, captions: Sequence[str] | None = None,
-                   text_ids: torch.Tensor | None = None, text_atts: torch.Tensor | None = None) -> torch.Tensor:
+                   text_ids: torch.Tensor | None = None, text_atts: torch.Tensor | None = None,
+                   *, clean: bool = True) -> torch.Tensor:
     """Cosine similarity of projected [CLS] features: (num_images, num_texts), no temperature.
 
-    Give either ``captions`` (cleaned text, tokenized with the model's
-    tokenizer) or ``text_ids``/``text_atts``.
+    Give either ``captions`` (raw text: cleaned with ``pre_caption`` as in
+    training unless ``clean=False``, then tokenized with the model's tokenizer)
+    or ``text_ids``/``text_atts``.
     """
     if captions is not None:
-        text_ids, text_atts = model.tokenize(captions, images.device)
+        text_ids, text_atts = model.tokenize(captions, images.device, clean=clean)
+    elif text_ids is None or text_atts is None:
+        raise ValueError("give captions, or text_ids and text_atts")
     image_feat = model.image_features(model.encode_image(images))
     text_feat = model.text_features(model.encode_text(text_ids, text_atts))
     return similarity_logits(image_feat, text_feat.t(), 1.0)
@@ -114,9 +118,13 @@ def itm_scores(model: BlipBase, image_embeds: torch.Tensor, text_ids: torch.Tens
 
 
 @torch.no_grad()
-def itm_probability(model: BlipBase, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
-    """P(match) for every (image, caption) pair: (num_images, num_captions)."""
-    text_ids, text_atts = model.tokenize(captions, images.device)
+def itm_probability(model: BlipBase, images: torch.Tensor, captions: Sequence[str], *,
+                    clean: bool = True) -> torch.Tensor:
+    """P(match) for every (image, caption) pair: (num_images, num_captions).
+
+    Captions are cleaned with ``pre_caption`` as in training unless ``clean=False``.
+    """
+    text_ids, text_atts = model.tokenize(captions, images.device, clean=clean)
     image_embeds = model.encode_image(images)
     num_images, num_texts = image_embeds.shape[0], text_ids.shape[0]
     rows = []

@@ -18,15 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from utils.errors import CheckpointError
+
 from models.blip_base import BlipBase
 from models.blip_pretrain import BlipPretrain
 from models.blip_retrieval import BlipRetrieval
-from models.checkpoint import LoadReport, load_bert_weights, load_checkpoint
+from models.checkpoint import LoadReport, checkpoint_state, load_bert_weights, load_checkpoint, load_state, read_checkpoint
 from models.med import MedConfig
 from models.tokenizer import load_tokenizer, special_token_ids
 from models.vit import load_timm_pretrained
 
-__all__ = ["MODEL_KINDS", "MODEL_DEFAULTS", "build_model", "med_config_from"]
+__all__ = ["MODEL_KINDS", "MODEL_DEFAULTS", "build_model", "build_from_checkpoint", "med_config_from"]
 
 MODEL_KINDS = {"pretrain": BlipPretrain, "retrieval": BlipRetrieval}
 
@@ -44,6 +46,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "momentum": 0.995,
     "negative_all_rank": False,
     "max_length": None,  # None: 30 for pretrain, 35 for retrieval (BLIP)
+    "max_words": 30,  # the scoring API cleans captions with pre_caption(caption, max_words), as training does
     "attn_impl": "sdpa",
     "text_encoder": None,
     "vit_init": None,
@@ -85,6 +88,7 @@ def build_model(kind: str, config: Mapping[str, Any], *, tokenizer: Any = None) 
         queue_size=int(cfg["queue_size"]),
         momentum=float(cfg["momentum"]),
         negative_all_rank=bool(cfg["negative_all_rank"]),
+        max_words=int(cfg["max_words"]),
         attn_impl=cfg["attn_impl"],
         tokenizer=tokenizer,
     )
@@ -108,3 +112,41 @@ def build_model(kind: str, config: Mapping[str, Any], *, tokenizer: Any = None) 
     model.init_reports = reports
     return model
 
+
+
+# Keys that initialise weights (from files or the hub) which a checkpoint's weights then replace.
+_INIT_KEYS = ("text_encoder", "vit_init", "pretrained")
+
+
+def build_from_checkpoint(checkpoint: Any, kind: str = "retrieval", *, config: Mapping[str, Any] | None = None,
+                          tokenizer: Any = None, strict: bool = True) -> BlipBase:
+    """The model a checkpoint holds, rebuilt from the config saved in it, with its weights loaded.
+
+    ``checkpoint``: anything :func:`models.checkpoint.read_checkpoint` reads (our
+    ``checkpoint_last.pth``, BLIP's ``.pth``, a path, URL or hub name) or what
+    ``torch.load`` returned for one. Our checkpoints and BLIP's keep their config
+    under ``'config'``; give ``config`` (model keys as :func:`build_model` takes
+    them) for one without, and ``tokenizer`` (a folder, hub name or tokenizer) to
+    replace the config's. ``text_encoder``/``vit_init``/``pretrained`` are not
+    run: the checkpoint's weights replace them. ``strict`` raises unless only
+    documented differences remain (e.g. a pretrain checkpoint into ``"retrieval"``).
+    The load report ends ``model.init_reports``.
+    """
+    if isinstance(checkpoint, Mapping):
+        where = "the given checkpoint"
+        state, fmt, extras = checkpoint_state(checkpoint, where)
+    else:
+        where = str(checkpoint)
+        state, fmt, extras = read_checkpoint(checkpoint)
+    model_config = config if config is not None else extras.get("config")
+    if not isinstance(model_config, Mapping):
+        raise CheckpointError(
+            f"{where} carries no model config (our checkpoints and BLIP's keep one under 'config'); "
+            "pass config={...} with the model keys, as build_model takes them"
+        )
+    model_config = {k: v for k, v in model_config.items() if k not in _INIT_KEYS}
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = load_tokenizer(tokenizer)
+    model = build_model(kind, model_config, tokenizer=tokenizer)
+    model.init_reports.append(load_state(model, state, source=where, fmt=fmt, strict=strict))
+    return model

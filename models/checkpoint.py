@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from models.sources import resolve_source, source_file
 from models.vit import interpolate_pos_embed
 from engine.checkpoint import read_torch_file
 from engine.distributed import unwrap_model
@@ -37,7 +38,9 @@ __all__ = [
     "CheckpointError",
     "LoadReport",
     "read_checkpoint",
+    "checkpoint_state",
     "load_checkpoint",
+    "load_state",
     "save_checkpoint",
     "transformers_to_blip",
     "blip_to_transformers",
@@ -137,25 +140,39 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def _weights_file_in(directory: Path) -> Path:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (directory / name).exists():
-            return directory / name
-    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin in this directory")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _checkpoint_file(source: str | Path) -> Path:
+    """A URL (downloaded once), a file, a folder or a hub repo holding model.safetensors / pytorch_model.bin."""
+    text = str(source)
+    if _is_url(text):
+        return _download(text)
+    resolved = resolve_source(text, what="checkpoint", error=CheckpointError)
+    if isinstance(resolved, Path) and resolved.is_file():
+        return resolved
+    return source_file(resolved, _WEIGHT_FILES, what=f"checkpoint {text!r}", error=CheckpointError)
 
 
 def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
-    """Return ``(state_dict in BLIP naming, format name, other top-level entries)``."""
-    text = str(source)
-    path = _download(text) if _is_url(text) else Path(text)
-    if path.is_dir():
-        path = _weights_file_in(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    """Return ``(state_dict in BLIP naming, format name, other top-level entries)``.
+
+    ``source``: a BLIP/our ``.pth`` (path or URL), a state dict file, ``.safetensors``,
+    a transformers BLIP folder, or a hub name of one (``Salesforce/blip-itm-base-coco``).
+    """
+    path = _checkpoint_file(source)
     if path.suffix == ".safetensors":
         raw: Any = _load_safetensors(path)
     else:
         raw = read_torch_file(path)
+    return checkpoint_state(raw, str(path))
+
+
+def checkpoint_state(raw: Any, where: str) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """:func:`read_checkpoint` for content already in memory (what ``torch.load`` returned).
+
+    ``where`` names the content in messages (a path, or "the given checkpoint").
+    """
     extras: dict[str, Any] = {}
     fmt = "state_dict"
     if isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
@@ -164,10 +181,10 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, d
     elif isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
         raw = raw["state_dict"]
     if not isinstance(raw, Mapping) or not raw:
-        raise CheckpointError(f"{path}: no state dict found (expected a dict of tensors or {{'model': state_dict}})")
+        raise CheckpointError(f"{where}: no state dict found (expected a dict of tensors or {{'model': state_dict}})")
     bad = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(map(str, bad[:5]))}")
+        raise CheckpointError(f"{where}: entries that are not tensors: {', '.join(map(str, bad[:5]))}")
     state = dict(raw)
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     if any(k.startswith("vision_model.") for k in state):
@@ -220,13 +237,35 @@ def transformers_to_blip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return _rename(state, _HF_TO_BLIP)
 
 
-def blip_to_transformers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """BLIP keys -> transformers' BLIP keys (momentum copies, queues and ``position_ids`` dropped)."""
+# What each transformers class holds, by key prefix (transformers' names).
+_TRANSFORMERS_PREFIXES = {
+    "retrieval": ("vision_model.", "text_encoder.", "vision_proj.", "text_proj.", "itm_head."),  # ForImageTextRetrieval
+    "captioning": ("vision_model.", "text_decoder."),  # BlipForConditionalGeneration
+}
+
+
+def blip_to_transformers(state: Mapping[str, Any], kind: str | None = None) -> dict[str, torch.Tensor]:
+    """BLIP keys -> transformers' BLIP keys (momentum copies, queues, ``temp`` and ``position_ids`` dropped).
+
+    ``state`` is a state dict or a whole checkpoint ``{'model': state_dict, ...}``
+    (as ``torch.load`` returns it). ``kind="retrieval"`` keeps only what
+    ``BlipForImageTextRetrieval`` holds (no ``text_decoder.*``),
+    ``kind="captioning"`` what ``BlipForConditionalGeneration`` holds;
+    ``None`` keeps both. :func:`models.export.export_transformers` writes a
+    complete folder (config, weights, tokenizer).
+    """
+    if kind is not None and kind not in _TRANSFORMERS_PREFIXES:
+        raise ValueError(f"kind must be one of {sorted(_TRANSFORMERS_PREFIXES)} or None, got {kind!r}")
+    state, _, _ = checkpoint_state(state, "blip_to_transformers")
     kept = {
         k: v for k, v in state.items()
         if "_m." not in k and not k.endswith(("_queue", "queue_ptr", "ptr_queue", "position_ids")) and k != "temp"
     }
-    return _rename(kept, _BLIP_TO_HF)
+    renamed = _rename(kept, _BLIP_TO_HF)
+    if kind is None:
+        return renamed
+    prefixes = _TRANSFORMERS_PREFIXES[kind]
+    return {k: v for k, v in renamed.items() if k.startswith(prefixes)}
 
 
 # ----- loading into a model ---------------------------------------------------------
@@ -247,7 +286,14 @@ def load_checkpoint(model: nn.Module, source: str | Path, *, strict: bool = Fals
     :attr:`LoadReport.clean` (only documented, expected differences).
     """
     state, fmt, _ = read_checkpoint(source)
-    report = LoadReport(source=str(source), format=fmt)
+    return load_state(model, state, source=str(source), fmt=fmt, strict=strict)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str, fmt: str,
+               strict: bool = False) -> LoadReport:
+    """:func:`load_checkpoint` for a state dict already read by :func:`read_checkpoint` (BLIP naming)."""
+    state = dict(state)
+    report = LoadReport(source=source, format=fmt)
     _interpolate_pos_embeds(model, state, report)
     own = model.state_dict()
     for key in list(state):
@@ -275,30 +321,14 @@ def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> None:
 # ----- BERT initialisation -------------------------------------------------------------
 
 def _resolve_pretrained_file(name_or_path: str) -> tuple[Path, Path | None]:
-    """Local directory or hub name -> (weights file, config.json or None)."""
-    local = Path(name_or_path)
-    if local.is_dir():
-        config = local / "config.json"
-        return _weights_file_in(local), config if config.exists() else None
-    if local.is_file():
-        return local, None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    last_error: Exception | None = None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        try:
-            weights = Path(hf_hub_download(name_or_path, filename))
-            break
-        except EntryNotFoundError as exc:
-            last_error = exc
-        except Exception as exc:  # offline, unknown repo, ... : name the source
-            raise CheckpointError(f"cannot get BERT weights {name_or_path!r} (not a local path; hub: {exc})") from exc
-    else:
-        raise CheckpointError(f"{name_or_path!r}: no model.safetensors or pytorch_model.bin on the hub ({last_error})")
+    """Local file / folder or hub name -> (weights file, config.json or None)."""
+    source = resolve_source(name_or_path, what="text_encoder", error=CheckpointError)
+    if isinstance(source, Path) and source.is_file():
+        return source, None
+    weights = source_file(source, _WEIGHT_FILES, what=f"text_encoder {name_or_path!r}", error=CheckpointError)
     try:
-        config = Path(hf_hub_download(name_or_path, "config.json"))
-    except Exception:
+        config = source_file(source, ("config.json",), what="text_encoder", error=CheckpointError)
+    except CheckpointError:
         config = None
     return weights, config
 
@@ -307,7 +337,7 @@ _BERT_DROP = re.compile(r"^(pooler\.|cls\.seq_relationship|embeddings\.token_typ
 
 
 def _bert_state_dict(weights: Path) -> dict[str, torch.Tensor]:
-    raw = _load_safetensors(weights) if weights.suffix == ".safetensors" else _torch_load(weights)
+    raw = _load_safetensors(weights) if weights.suffix == ".safetensors" else read_torch_file(weights)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{weights}: not a BERT state dict")
     out = {}

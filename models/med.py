@@ -19,6 +19,7 @@ together with their gradients.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "LayerCache",
     "ImageKV",
     "set_attention_impl",
+    "med_config_problems",
 ]
 
 ATTN_IMPLS = ("sdpa", "eager")
@@ -90,10 +92,10 @@ class MedConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "med config") -> "MedConfig":
+        problems = med_config_problems(values)
+        if problems:
+            raise ValueError(f"{source}: " + "; ".join(problems))
         known = {f.name for f in fields(cls)}
-        unknown = set(values) - known - _IGNORED_CONFIG_KEYS
-        if unknown:
-            raise ValueError(f"{source}: unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
         return cls(**{k: v for k, v in values.items() if k in known})
 
     @classmethod
@@ -106,6 +108,44 @@ class MedConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _value_problem(value: Any, annotation: str) -> str | None:
+    """``value`` against a MedConfig field annotation (``int``, ``float``, ``str``, ``bool``, ``int | None``)."""
+    if annotation.endswith("| None"):
+        if value is None:
+            return None
+        annotation = annotation[: -len("| None")].strip()
+    if annotation == "bool":
+        return None if isinstance(value, bool) else f"must be true or false, got {type(value).__name__} {value!r}"
+    if annotation == "str":
+        return None if isinstance(value, str) else f"must be a string, got {type(value).__name__} {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be {'an integer' if annotation == 'int' else 'a number'}, got {type(value).__name__} {value!r}"
+    if annotation == "int" and isinstance(value, float) and not value.is_integer():
+        return f"must be an integer, got {value!r}"
+    return None
+
+
+def med_config_problems(values: Mapping[str, Any]) -> list[str]:
+    """Everything wrong with a med_config mapping (unknown keys with the closest known one, types, shape rules)."""
+    known = {f.name: f.type for f in fields(MedConfig)}
+    problems = []
+    for name, value in values.items():
+        if name in _IGNORED_CONFIG_KEYS:
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+            problems.append(f"unknown key {name!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                        f" (known keys: {', '.join(known)})"))
+        elif (problem := _value_problem(value, str(known[name]))) is not None:
+            problems.append(f"{name!r} {problem}")
+    if not problems:
+        try:
+            MedConfig(**{k: v for k, v in values.items() if k in known})
+        except ValueError as exc:
+            problems.append(str(exc).removeprefix("med config: "))
+    return problems
 
 
 _ACTIVATIONS = {

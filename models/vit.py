@@ -13,8 +13,10 @@ copy of BLIP's ViT file. Two BLIP features are added on top:
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from functools import partial
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -38,7 +40,11 @@ VIT_PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
     "large": dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16),
 }
-_SHAPE_KEYS = {"patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias"}
+# The keys of a shape mapping (tiny test models, ``vit: {...}`` in a config) and their types.
+VIT_SHAPE_KEYS: dict[str, type] = {
+    "patch_size": int, "embed_dim": int, "depth": int, "num_heads": int, "mlp_ratio": float, "qkv_bias": bool,
+}
+_REQUIRED_SHAPE_KEYS = ("patch_size", "embed_dim", "depth", "num_heads")
 
 
 class CheckpointedBlocks(nn.Sequential):
@@ -79,20 +85,15 @@ def build_vit(
     ``vit_ckpt_layer`` (0 checkpoints none, as in BLIP, and warns); -1 checkpoints
     every block.
     """
+    problems = vit_config_problems(vit)
+    if problems:
+        raise ValueError("vit: " + "; ".join(problems))
     if isinstance(vit, Mapping):
-        unknown = set(vit) - _SHAPE_KEYS
-        if unknown:
-            raise ValueError(f"vit: unknown shape keys {sorted(unknown)}; allowed: {sorted(_SHAPE_KEYS)}")
-        missing = {"patch_size", "embed_dim", "depth", "num_heads"} - set(vit)
-        if missing:
-            raise ValueError(f"vit: shape mapping lacks {sorted(missing)}")
         model = _blip_style_vit(dict(vit), image_size, drop_path_rate)
     elif vit in VIT_PRESETS:
         model = _blip_style_vit(VIT_PRESETS[vit], image_size, drop_path_rate)
-    elif isinstance(vit, str):
-        model = _timm_vit(vit, image_size, drop_path_rate)
     else:
-        raise ValueError(f"vit must be 'base', 'large', a timm model name or a shape mapping, got {vit!r}")
+        model = _timm_vit(vit, image_size, drop_path_rate)
 
     if grad_ckpt:
         depth = len(model.blocks)
@@ -107,6 +108,47 @@ def build_vit(
         else:
             model.blocks = CheckpointedBlocks(model.blocks, depth if ckpt_layer == -1 else ckpt_layer)
     return model, model.embed_dim
+
+
+def _type_problem(value: Any, wanted: type) -> str | None:
+    if wanted is bool:
+        return None if isinstance(value, bool) else f"must be true or false, got {type(value).__name__} {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be {'an integer' if wanted is int else 'a number'}, got {type(value).__name__} {value!r}"
+    if wanted is int and isinstance(value, float) and not value.is_integer():
+        return f"must be an integer, got {value!r}"
+    return None if value > 0 else f"must be > 0, got {value!r}"
+
+
+def vit_config_problems(vit: Any) -> list[str]:
+    """What is wrong with a ``vit`` value (a preset, a timm model name or a shape mapping); [] when usable.
+
+    Every problem is listed, unknown names and keys with the closest known ones.
+    """
+    if isinstance(vit, str):
+        if vit in VIT_PRESETS or timm.is_model(vit):
+            return []
+        close = difflib.get_close_matches(vit, list(VIT_PRESETS), n=1, cutoff=0.6)
+        similar = (timm.list_models(f"vit*{vit}*") or timm.list_models(f"*{vit}*"))[:5] if vit else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint += f"; timm models named like it: {', '.join(similar)}" if similar else ""
+        return [f"{vit!r} is not 'base', 'large', a timm model name or a shape mapping{hint}"]
+    if not isinstance(vit, Mapping):
+        return [f"must be 'base', 'large', a timm model name or a shape mapping, got {type(vit).__name__} {vit!r}"]
+    problems = []
+    for name, value in vit.items():
+        if name not in VIT_SHAPE_KEYS:
+            close = difflib.get_close_matches(str(name), list(VIT_SHAPE_KEYS), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (shape keys: {', '.join(VIT_SHAPE_KEYS)})"
+            problems.append(f"unknown shape key {name!r}{hint}")
+        elif (problem := _type_problem(value, VIT_SHAPE_KEYS[name])) is not None:
+            problems.append(f"{name!r} {problem}")
+    missing = [name for name in _REQUIRED_SHAPE_KEYS if name not in vit]
+    if missing:
+        problems.append(f"the shape mapping lacks {', '.join(map(repr, missing))}")
+    if not problems and vit["embed_dim"] % vit["num_heads"]:
+        problems.append(f"embed_dim {vit['embed_dim']} is not a multiple of num_heads {vit['num_heads']}")
+    return problems
 
 
 def _blip_style_vit(shape: dict[str, Any], image_size: int, drop_path_rate: float) -> VisionTransformer:
@@ -126,10 +168,6 @@ def _blip_style_vit(shape: dict[str, Any], image_size: int, drop_path_rate: floa
 
 
 def _timm_vit(name: str, image_size: int, drop_path_rate: float) -> VisionTransformer:
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:5] if name else []
-        hint = f" Similar timm names: {', '.join(close)}." if close else ""
-        raise ValueError(f"vit: unknown model {name!r}; use 'base', 'large' or a timm ViT name.{hint}")
     requirement = (
         "BLIP's heads read the [CLS] image token, so the image encoder must be a timm "
         "VisionTransformer with class_token=True"
@@ -148,14 +186,34 @@ def _timm_vit(name: str, image_size: int, drop_path_rate: float) -> VisionTransf
 def load_timm_pretrained(model: VisionTransformer, source: str) -> list[str]:
     """Initialise ``model`` from timm pretrained weights (a timm name, or a file timm can read).
 
-    Returns the keys that did not load (head weights are expected there).
-    Position embeddings are resampled to the model's grid.
+    A timm name's weights come from its hub repo (``timm/<name>``) through
+    :func:`models.sources.resolve_source`: the hub cache when the hub is
+    unreachable, a clear error when neither has them. Returns the keys that did
+    not load (head weights are expected there). Position embeddings are
+    resampled to the model's grid.
     """
-    if timm.is_model(source):
-        donor = timm.create_model(source, pretrained=True, num_classes=0, global_pool="")
+    from models.sources import resolve_source, source_file
+
+    weight_files = ("model.safetensors", "pytorch_model.bin")
+    local = Path(source).expanduser()
+    if local.exists():  # a weights file, or a folder holding one (a downloaded timm hub repo)
+        weights = local if local.is_file() else source_file(local, weight_files, what="vit_init", error=ValueError)
+        state = timm.models.load_state_dict(str(weights), weights_only=True)
+    elif timm.is_model(source):
+        overlay = {}
+        pretrained = timm.models.get_pretrained_cfg(source)
+        hub_id = getattr(pretrained, "hf_hub_id", None)
+        if hub_id:
+            resolved = resolve_source(hub_id, what="vit_init", error=ValueError, written=source)
+            if isinstance(resolved, Path):  # the hub cache's copy: timm reads the file, no network
+                weights = source_file(resolved, weight_files, what=f"vit_init {source!r}", error=ValueError)
+                overlay = {"file": str(weights)}
+        donor = timm.create_model(source, pretrained=True, num_classes=0, global_pool="",
+                                  pretrained_cfg_overlay=overlay or None)
         state = donor.state_dict()
     else:
-        state = timm.models.load_state_dict(source, weights_only=True)
+        raise ValueError(f"vit_init {source!r}: not a weights file (no such file relative to the current folder "
+                         f"{Path.cwd()}) and not a timm model name")
     if "pos_embed" in state:
         state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], model)
     result = model.load_state_dict(state, strict=False)

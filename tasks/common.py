@@ -14,8 +14,11 @@ from engine.config import Key
 from models import build_model
 from models.blip_base import BlipBase
 from models.checkpoint import LoadReport
+from models.med import med_config_problems
 from models.tokenizer import load_tokenizer
+from models.vit import vit_config_problems
 from utils.errors import CheckpointError
+from utils.json_file import read_json_file
 
 __all__ = ["image_keys", "model_keys", "build_task_model", "crop_scale_problem"]
 
@@ -38,18 +41,36 @@ def image_keys(image_size: int, crop_scale: list[float]) -> tuple[Key, ...]:
     )
 
 
+def vit_key_problems(value: Any) -> list[str]:
+    """``vit``: a preset or timm name that exists, or a shape mapping with known keys of the right types."""
+    return [f"key 'vit': {problem}" for problem in vit_config_problems(value)]
+
+
+def med_config_key_problems(value: Any) -> list[str]:
+    """``med_config``: the keys of the inline mapping, or of the JSON file it names (already resolved)."""
+    if isinstance(value, dict):
+        return [f"key 'med_config': {problem}" for problem in med_config_problems(value)]
+    try:
+        values = read_json_file(value, what="med_config file", error=ValueError, missing=ValueError)
+    except ValueError as exc:
+        return [f"key 'med_config': {exc}"]
+    if not isinstance(values, dict):
+        return [f"key 'med_config': {value}: expected a JSON object of config keys"]
+    return [f"key 'med_config' ({value}): {problem}" for problem in med_config_problems(values)]
+
+
 def model_keys(*, max_length: int, alpha_rampup: tuple[Key, ...] = ()) -> tuple[Key, ...]:
     """The model: ViT, fusion BERT, tokenizer, initial weights, ITC/ITM settings."""
     return (
-        Key("vit", "str|mapping", "base", "Image encoder: base | large | a timm ViT name | {patch_size, embed_dim, depth, num_heads[, mlp_ratio]}."),
+        Key("vit", "str|mapping", "base", "Image encoder: base | large | a timm ViT name | {patch_size, embed_dim, depth, num_heads[, mlp_ratio]}.", check=vit_key_problems),
         Key("vit_grad_ckpt", "bool", False, "Gradient checkpointing in the ViT blocks."),
         Key("vit_ckpt_layer", "int", 0, "With vit_grad_ckpt: checkpoint the last N ViT blocks (0: none, as BLIP; -1: all).", minimum=-1),
         Key("vit_drop_path_rate", "float", 0.0, "Stochastic depth rate of the ViT.", minimum=0.0),
-        Key("vit_init", "str", None, "ViT initial weights: a timm pretrained name or a file; null: random init.", nullable=True),
-        Key("med_config", "str|mapping", "configs/med_config.json", "BLIP med_config.json-style BERT config of the text encoder/decoder (a path, or the keys inline)."),
-        Key("tokenizer", "str", "bert-base-uncased", "WordPiece tokenizer: a local folder or a hub name ([DEC]/[ENC] are added)."),
-        Key("text_encoder", "str", "bert-base-uncased", "BERT weights to initialise the text side: a folder or hub name; null: random init.", nullable=True),
-        Key("pretrained", "str", None, "A BLIP checkpoint (.pth path or URL) to start from, e.g. BLIP's model_base.pth; null: none.", nullable=True),
+        Key("vit_init", "str", None, "ViT initial weights: a timm pretrained name or a file; null: random init.", nullable=True, path="source"),
+        Key("med_config", "str|mapping", "configs/med_config.json", "BLIP med_config.json-style BERT config of the text encoder/decoder (a path, or the keys inline).", check=med_config_key_problems, path="input"),
+        Key("tokenizer", "str", "bert-base-uncased", "WordPiece tokenizer: a local folder or a hub name ([DEC]/[ENC] are added).", path="source"),
+        Key("text_encoder", "str", "bert-base-uncased", "BERT weights to initialise the text side: a folder or hub name; null: random init.", nullable=True, path="source"),
+        Key("pretrained", "str", None, "A BLIP checkpoint (.pth path or URL) to start from, e.g. BLIP's model_base.pth; null: none.", nullable=True, path="source"),
         Key("embed_dim", "int", 256, "Dimension of the ITC projection (vision_proj / text_proj).", minimum=1),
         Key("queue_size", "int", 57600, "Momentum feature queue length for ITC.", minimum=1),
         Key("momentum", "float", 0.995, "EMA coefficient of the momentum encoders.", minimum=0.0),

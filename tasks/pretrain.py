@@ -29,11 +29,11 @@ PRETRAIN_SCHEMA = Schema(
     name="pretrain",
     keys=(
         # data
-        Key("train_file", "list[str]", _REQUIRED, "BLIP pretrain JSON list file(s) of {image, caption, ...}; a single path is accepted too.", required=True),
-        Key("image_root", "str", None, "Folder that relative image paths resolve against; null: each JSON file's own folder.", nullable=True),
+        Key("train_file", "list[str]", _REQUIRED, "BLIP pretrain JSON list file(s) of {image, caption, ...}; a single path is accepted too.", required=True, path="input"),
+        Key("image_root", "str", None, "Folder that relative image paths resolve against; null: each JSON file's own folder.", nullable=True, path="input"),
         Key("max_words", "int", 30, "Captions are cut to this many words after BLIP's pre_caption cleaning.", minimum=1),
         *image_keys(224, [0.2, 1.0]),
-        Key("eval_file", "str", None, "Optional retrieval-format test list [{image, caption: [...]}] for a quick ITC recall eval after each epoch.", nullable=True),
+        Key("eval_file", "str", None, "Optional retrieval-format test list [{image, caption: [...]}] for a quick ITC recall eval after each epoch.", nullable=True, path="input"),
         # model
         *model_keys(max_length=30, alpha_rampup=(
             Key("alpha_rampup_epochs", "float", 2, "alpha ramps linearly from 0 over this many epochs (BLIP: 2); 0: no ramp.", minimum=0.0),

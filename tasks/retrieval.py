@@ -51,13 +51,13 @@ RETRIEVAL_SCHEMA = Schema(
     name="retrieval",
     keys=(
         # data: BLIP's ann_root + dataset, or our own files
-        Key("ann_root", "str", None, "BLIP: folder of coco_karpathy_*.json / flickr30k_*.json (with dataset).", nullable=True),
+        Key("ann_root", "str", None, "BLIP: folder of coco_karpathy_*.json / flickr30k_*.json (with dataset).", nullable=True, path="input"),
         Key("dataset", "str", None, "BLIP: coco | flickr, naming the annotation files in ann_root.", nullable=True,
             choices=tuple(BLIP_ANNOTATION_FILES)),
-        Key("train_file", "str", None, "Training pairs [{image, caption, image_id}] (image_id optional: else grouped by image path); overrides ann_root.", nullable=True),
-        Key("val_file", "str", None, "Validation split [{image, caption: [...]}] or flat pairs; evaluated after every epoch.", nullable=True),
-        Key("test_file", "str", None, "Test split, evaluated with the best checkpoint at the end (and by --evaluate).", nullable=True),
-        Key("image_root", "str", None, "Folder that relative image paths resolve against; null: each JSON file's own folder.", nullable=True),
+        Key("train_file", "str", None, "Training pairs [{image, caption, image_id}] (image_id optional: else grouped by image path); overrides ann_root.", nullable=True, path="input"),
+        Key("val_file", "str", None, "Validation split [{image, caption: [...]}] or flat pairs; evaluated after every epoch.", nullable=True, path="input"),
+        Key("test_file", "str", None, "Test split, evaluated with the best checkpoint at the end (and by --evaluate).", nullable=True, path="input"),
+        Key("image_root", "str", None, "Folder that relative image paths resolve against; null: each JSON file's own folder.", nullable=True, path="input"),
         Key("max_words", "int", 30, "Captions are cut to this many words after BLIP's pre_caption cleaning.", minimum=1),
         *image_keys(384, [0.5, 1.0]),
         # evaluation

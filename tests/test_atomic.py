@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from utils.atomic import atomic_open, atomic_write_json, atomic_write_text
+from utils.atomic import atomic_directory, atomic_open, atomic_write_json, atomic_write_text
 
 
 def test_write_and_replace(tmp_path):
@@ -40,3 +40,21 @@ def test_finished_file_has_umask_mode_not_0600(tmp_path):
     path = tmp_path / "m.txt"
     atomic_write_text(path, "x")
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_directory_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out" / "model"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as staging:
+            (staging / "config.json").write_text("{}")
+            raise RuntimeError("interrupted before the weights")
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+    with atomic_directory(target) as staging:
+        (staging / "config.json").write_text("{}")
+        assert not target.exists()
+    assert [p.name for p in target.iterdir()] == ["config.json"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["model"]
+    with pytest.raises(FileExistsError, match="exists and is not empty"):
+        with atomic_directory(target):
+            pass
+    assert [p.name for p in target.iterdir()] == ["config.json"]

@@ -164,14 +164,14 @@ def test_temperature_clamped(pretrain):
 
 
 def test_bad_model_config_messages(tokenizer):
-    with pytest.raises(ValueError, match="unknown model 'vit_does_not_exist'"):
+    with pytest.raises(ValueError, match="'vit_does_not_exist' is not 'base', 'large', a timm model name"):
         build_model("pretrain", tiny_model_config(vit="vit_does_not_exist"), tokenizer=tokenizer)
     with pytest.raises(ValueError, match="without a class token|VisionTransformer"):
         build_model("pretrain", tiny_model_config(vit="resnet18"), tokenizer=tokenizer)
     with pytest.raises(ValueError, match="tokenizer has .* tokens but med_config vocab_size is 10"):
         build_model("pretrain", tiny_model_config(med_config={"vocab_size": 10, "hidden_size": 32,
                                                                "num_attention_heads": 4}), tokenizer=tokenizer)
-    with pytest.raises(ValueError, match="unknown keys \\['num_hiden_layers'\\]"):
+    with pytest.raises(ValueError, match="unknown key 'num_hiden_layers'; did you mean 'num_hidden_layers'"):
         build_model("pretrain", tiny_model_config(med_config={"num_hiden_layers": 2}), tokenizer=tokenizer)
     with pytest.raises(ValueError, match="model kind"):
         build_model("captioning", tiny_model_config(), tokenizer=tokenizer)

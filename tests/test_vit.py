@@ -52,7 +52,7 @@ def test_timm_name_and_errors():
     with pytest.warns(UserWarning, match="no ViT block is checkpointed"):  # BLIP's meaning of 0
         model, _ = build_vit(dict(TINY_VIT), 32, grad_ckpt=True, ckpt_layer=0)
     assert not isinstance(model.blocks, vit_module.CheckpointedBlocks)
-    with pytest.raises(ValueError, match="unknown shape keys"):
+    with pytest.raises(ValueError, match="unknown shape key 'heads'"):
         build_vit(dict(TINY_VIT, heads=3), 32)
     with pytest.raises(ValueError, match="lacks"):
         build_vit({"patch_size": 8}, 32)

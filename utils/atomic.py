@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save"]
+__all__ = [
+    "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save", "atomic_directory",
+]
 
 TMP_SUFFIX = ".tmp"
 
@@ -85,3 +88,30 @@ def atomic_save(path: str | Path, writer: Callable[[IO[bytes]], None]) -> None:
     """Atomic write through a callback that writes to a binary handle (e.g. ``torch.save``)."""
     with atomic_open(path, "wb") as handle:
         writer(handle)
+
+
+def _is_used(folder: Path) -> bool:
+    return folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """A staging folder beside ``path`` to fill; renamed to ``path`` when the block succeeds.
+
+    ``path`` must not exist or be an empty folder: a folder with content is never
+    replaced (``FileExistsError``). On an exception the staging folder is removed
+    and ``path`` is untouched, so a reader never sees half a tokenizer or model.
+    """
+    target = Path(path)
+    if _is_used(target):
+        raise FileExistsError(f"{target} exists and is not empty; choose another folder or delete it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
+    try:
+        yield staging
+        if _is_used(target):  # filled by someone else meanwhile
+            raise FileExistsError(f"{target} exists and is not empty; choose another folder or delete it")
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _fsync_dir(target.parent)

@@ -8,7 +8,9 @@ callers that catch the builtin keep working.
 
 from __future__ import annotations
 
-__all__ = ["MedVLPError", "ConfigError", "CheckpointError", "DatasetError", "TokenizerError", "TrainingError"]
+__all__ = [
+    "MedVLPError", "ConfigError", "CheckpointError", "DatasetError", "SourceError", "TokenizerError", "TrainingError",
+]
 
 
 class MedVLPError(Exception):
@@ -25,6 +27,10 @@ class CheckpointError(MedVLPError, ValueError):
 
 class DatasetError(MedVLPError, ValueError):
     """Data that cannot be used at all (a file, or too many unreadable records in a row)."""
+
+
+class SourceError(MedVLPError, ValueError):
+    """A model source (tokenizer, BERT, ViT weights, checkpoint) that is neither a local path nor a reachable hub name."""
 
 
 class TokenizerError(MedVLPError, ValueError):
