@@ -95,6 +95,9 @@ def convert_roco(
                 conversion.skips.add("duplicate_id", where)
                 continue
             caption = clean_text(caption)
+            if not caption:
+                conversion.skips.add("empty_caption", where)
+                continue
             file_name, licence = licences.get(roco_id, ("", ""))
             candidates = [n for n in (file_name, dlinks.get(roco_id), f"{roco_id}.jpg", f"{roco_id}.png") if n]
             image = next((folder / image_dir / n for n in candidates if (folder / image_dir / n).is_file()), None)
