@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import cpu_name  # noqa: E402
+from bench.machine import cpu_name, median_rate  # noqa: E402
 from data.image_io import open_image  # noqa: E402
 from data.shards.dataset import ShardDataset, ShardTrainingData  # noqa: E402
 from data.shards.manifest import Manifest  # noqa: E402
@@ -85,15 +85,6 @@ def make_figures(folder: Path, n: int) -> Path:
     return ann
 
 
-def per_core_rate(fn, n: int, repeats: int) -> float:
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--figures", type=int, default=48)
@@ -118,7 +109,7 @@ def main() -> int:
             for p in paths:
                 transform(open_image(p))
 
-        full_rate = per_core_rate(full_size, len(paths), args.repeats)
+        full_rate = median_rate(full_size, len(paths), args.repeats)
         start = time.perf_counter()
         manifest = prepare_shards([ann], tmp / "shards", PrepareSettings(max_side=448, quality=90, shard_samples=16))
         prepare_rate = len(paths) / (time.perf_counter() - start)
@@ -129,7 +120,7 @@ def main() -> int:
             for i in range(len(ds)):
                 transform(open_image(ds.image_bytes(i)))
 
-        prepared_rate = per_core_rate(prepared, len(ds), args.repeats)
+        prepared_rate = median_rate(prepared, len(ds), args.repeats)
         rows.append(("full-size figures: open_image + train transform 224", f"{full_rate:.0f}"))
         rows.append(("prepared shards (max side 448, JPEG q90): read + decode + train transform 224",
                      f"{prepared_rate:.0f}"))
@@ -147,7 +138,7 @@ def main() -> int:
                 for _ in data:
                     pass
 
-            loader_rows.append((workers, per_core_rate(epoch, n, args.repeats)))
+            loader_rows.append((workers, median_rate(epoch, n, args.repeats)))
             del data
 
     big = StreamOrder([SourceSpec("x", tuple([10_000] * 1500))], seed=0, lanes=64, shuffle_buffer=10_000)

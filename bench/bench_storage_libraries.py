@@ -66,6 +66,21 @@ def _resume_note(full, head, tail, state) -> str:
             f"{len(tail)} samples instead of {len(full) - len(head)}; saved state {json.dumps(state, default=str)[:120]}")
 
 
+def _stop_and_resume(make_loader, stop: int):
+    """Read ``stop`` samples, save the loader's state, resume in a fresh loader: (head, tail, state)."""
+    loader = make_loader()
+    head = []
+    for batch in loader:
+        head.append(batch[0]["caption"])
+        if len(head) == stop:
+            break
+    state = loader.state_dict()
+    del loader
+    resumed = make_loader()
+    resumed.load_state_dict(state)
+    return head, [batch[0]["caption"] for batch in resumed], state
+
+
 # -- ours ---------------------------------------------------------------------------------
 
 def ours(samples, tmp: Path, stop: int) -> dict:
@@ -169,19 +184,10 @@ def litdata_lib(samples, tmp: Path, stop: int) -> dict:
         return [b[0]["caption"] for b in loader()]
 
     full, read_s = timed(read_all)
-    dl = loader()
-    head = []
-    for b in dl:
-        head.append(b[0]["caption"])
-        if len(head) == stop:
-            break
-    state = dl.state_dict()
-    dl2 = loader()
-    dl2.load_state_dict(state)
-    tail = [b[0]["caption"] for b in dl2]
+    head, tail, state = _stop_and_resume(loader, stop)
     return {"write_s": write_s, "read_s": read_s, "exact": head + tail == full, "n": len(full),
             "resume_note": _resume_note(full, head, tail, state),
-            "state": "StreamingDataLoader.state_dict (per-worker chunk positions; tied to world size and num_workers)"}
+            "state": "StreamingDataLoader.state_dict (its docs: per-worker chunk positions, same world size and num_workers to resume; not measured here)"}
 
 
 # -- mosaicml-streaming ---------------------------------------------------------------------
@@ -209,20 +215,10 @@ def mosaic_lib(samples, tmp: Path, stop: int) -> dict:
         return [b[0]["caption"] for b in dl]
 
     full, read_s = timed(read_all)
-    ds, dl = loader()
-    head = []
-    for b in dl:
-        head.append(b[0]["caption"])
-        if len(head) == stop:
-            break
-    state = dl.state_dict()
-    del dl, ds
-    ds2, dl2 = loader()
-    dl2.load_state_dict(state)
-    tail = [b[0]["caption"] for b in dl2]
+    head, tail, state = _stop_and_resume(lambda: loader()[1], stop)
     return {"write_s": write_s, "read_s": read_s, "exact": head + tail == full, "n": len(full),
             "resume_note": _resume_note(full, head, tail, state),
-            "state": "sample offset + num_canonical_nodes: elastic across world sizes"}
+            "state": "sample offset + num_canonical_nodes (its docs: elastic across world sizes; not measured here)"}
 
 
 LIBS = {"ours (data.shards)": ours, "webdataset": webdataset_lib, "litdata": litdata_lib,

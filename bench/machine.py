@@ -15,3 +15,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def median_rate(fn, n: int, repeats: int) -> float:
+    """Items per second of ``fn`` (which handles ``n`` items), median of ``repeats`` timed runs."""
+    import statistics
+    import time
+
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
