@@ -5,7 +5,7 @@ epoch ``e`` on every ``train_file`` list plus part ``e mod n``. The same here, w
 difference: the parts are sorted by name (``glob`` order is the file system's, so BLIP's own order
 is not reproducible across machines). An empty ``laion_path`` (BLIP's default ``''``) means no parts.
 
-:class:`LaionPartsData` is the training-data object for it: the epoch's data set (and so
+:class:`LaionPartsData` is the engine's ``TrainData`` for it: the epoch's data set (and so
 ``samples_per_epoch``) changes with the part, and a mid-epoch resume position is exact because the
 epoch's file list -- hence its length and order -- is a pure function of the epoch.
 """
@@ -16,7 +16,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from data.pretrain_dataset import DatasetError, PretrainDataset, SkipCounter, build_pretrain_loader
+from data.loader import ResumableLoader
+from data.pretrain_dataset import PretrainDataset, build_pretrain_loader
+from engine.skips import SkipCounter
+from utils.errors import DatasetError
 
 __all__ = ["laion_part_files", "epoch_files", "LaionPartsData"]
 
@@ -41,10 +44,11 @@ def epoch_files(train_files: Sequence[str | os.PathLike], parts: Sequence[Path],
 
 
 class LaionPartsData:
-    """Training data for ``train_file`` + ``laion_path``, with the training loop's data interface.
+    """Training data for ``train_file`` + ``laion_path``: the engine's ``TrainData`` (``engine/task.py``).
 
     ``make_dataset(files)`` builds the epoch's :class:`PretrainDataset` (transform, image_root, ...
-    from the config); loader settings as :func:`build_pretrain_loader`.
+    from the config); ``loader_args`` go to :func:`build_pretrain_loader`. Each epoch whose file
+    list differs from the previous one gets a new data set and loader, as BLIP reloads its part.
     """
 
     def __init__(
@@ -52,54 +56,59 @@ class LaionPartsData:
         train_files: Sequence[str | os.PathLike],
         laion_path: str | os.PathLike | None,
         make_dataset: Callable[[list[Path]], PretrainDataset],
-        *,
-        batch_size: int,
-        num_workers: int = 0,
-        seed: int = 0,
-        tokenizer: Any = None,
-        max_length: int = 30,
+        **loader_args: Any,
     ):
         self.train_files = list(train_files)
         self.parts = laion_part_files(laion_path)
         self.make_dataset = make_dataset
-        self.loader_args = dict(batch_size=batch_size, num_workers=num_workers, seed=seed, tokenizer=tokenizer,
-                                max_length=max_length)
+        self.loader_args = loader_args
         self._files: list[Path] | None = None
-        self._pending: dict[str, Any] | None = None
-        self.load_skips = SkipCounter(max_examples=20)
+        self.loader: ResumableLoader
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
+    def _use(self, epoch: int) -> None:
         files = epoch_files(self.train_files, self.parts, epoch)
-        if files != self._files:  # another part: a new data set, loader and sampler (BLIP reloads too)
+        if files != self._files:  # another part: a new data set and loader
             self.dataset = self.make_dataset(files)
-            self.loader, self.sampler = build_pretrain_loader(self.dataset, **self.loader_args)
+            self.loader = build_pretrain_loader(self.dataset, **self.loader_args)
             self._files = files
-            self.load_skips = self.dataset.load_skips
-        if self._pending is not None:
-            self.sampler.load_state_dict(self._pending)
-            self._pending = None
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._use(epoch)
+        self.loader.set_epoch(epoch)
+
+    @property
+    def load_skips(self) -> SkipCounter:
+        return self.loader.load_skips
 
     @property
     def samples_per_epoch(self) -> int:
-        return len(self.dataset)
+        return self.loader.samples_per_epoch
+
+    @property
+    def start_sample(self) -> int:
+        return self.loader.start_sample
 
     @property
     def epoch_part(self) -> Path | None:
+        """The part of the current epoch (None without laion_path)."""
         return self._files[-1] if self.parts and self._files else None
 
     def __len__(self) -> int:
-        return len(self.sampler) // self.loader.batch_size
+        return len(self.loader)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.loader)
 
     def state_dict(self, consumed: int) -> dict[str, Any]:
-        return {"kind": "json", **self.sampler.state_dict(consumed),
-                "laion_part": str(self.epoch_part) if self.epoch_part else None}
+        return {**self.loader.state_dict(consumed), "laion_part": str(self.epoch_part) if self.epoch_part else None}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Armed until ``set_epoch(state['epoch'])`` has built that epoch's data set."""
-        self._pending = {k: v for k, v in state.items() if k not in ("kind", "laion_part")}
+        """Build the saved epoch's data set now and arm the position on it (a ValueError if it changed)."""
+        epoch = int(state["epoch"])
+        self._use(epoch)
+        saved_part = Path(state["laion_part"]).name if state.get("laion_part") else None
+        if saved_part != (self.epoch_part.name if self.epoch_part else None):
+            raise ValueError(f"epoch {epoch} trained on laion part {saved_part}, now it would be "
+                             f"{self.epoch_part} (the parts in laion_path changed)")
+        self.loader.load_state_dict({k: v for k, v in state.items() if k != "laion_part"})

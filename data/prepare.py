@@ -23,8 +23,9 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from data.shards.index import index_tars
-from data.shards.manifest import Manifest, ManifestError, file_sha256
+from data.shards.manifest import Manifest, file_sha256
 from data.shards.writer import PrepareSettings, prepare_shards
+from utils.errors import DatasetError
 
 __all__ = ["default_max_side", "main"]
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             manifest = prepare_shards(args.inputs, args.out, settings, image_root=args.image_root,
                                       workers=args.workers, source=args.source, license=args.license, progress=True)
-    except (ValueError, OSError, ManifestError) as exc:
+    except (DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = manifest.counts

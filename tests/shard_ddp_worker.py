@@ -13,7 +13,7 @@ from data.shards.dataset import ShardDataset, ShardTrainingData
 from data.shards.manifest import Manifest
 from data.shards.order import StreamOrder
 from data.transforms import build_image_transform
-from utils.distributed import destroy_distributed, get_rank, init_distributed
+from engine.distributed import destroy_distributed, get_rank, init_distributed
 
 
 def shard_data(manifest, workers):
@@ -32,8 +32,8 @@ def main() -> None:
     result["shards"] = [i for batch in data for i in batch["index"].tolist()]
 
     json_ds = PretrainDataset(ann, build_image_transform("test", 16))
-    loader, sampler = build_pretrain_loader(json_ds, batch_size=2, num_workers=0, seed=5)
-    sampler.set_epoch(0)
+    loader = build_pretrain_loader(json_ds, batch_size=2, num_workers=0, seed=5)
+    loader.set_epoch(0)
     result["json"] = [i for batch in loader for i in batch["index"].tolist()]
 
     first = shard_data(manifest, workers=0)

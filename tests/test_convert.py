@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from data.convert.__main__ import main as convert_main
-from data.convert.common import ConvertError
+from utils.errors import DatasetError
 from data.convert.csv_sources import QUILT_LICENSE, convert_openclip_csv, convert_quilt
 from data.convert.medicat import convert_medicat, convert_medicat_subcaptions
 from data.convert.pmc_oa import convert_pmc_oa
@@ -68,7 +68,7 @@ def test_roco_layout_with_licences_dlinks_and_bad_lines(tmp_path):
         "empty_caption": 1, "malformed_line": 1, "missing_image": 1, "duplicate_id": 1, "image_truncated": 1,
     }
     assert conv.seen == 8
-    with pytest.raises(ConvertError, match="no ROCO captions.txt"):
+    with pytest.raises(DatasetError, match="no ROCO captions.txt"):
         convert_roco(tmp_path / "nothing")
 
 
@@ -167,7 +167,7 @@ def test_quilt_lookup_csv(tmp_path):
     only_val = convert_quilt(tmp_path / "quilt_1M_lookup.csv", splits=("val",))
     assert [r["caption"] for r in only_val.records] == ["lymphocytes"] and only_val.skips.counts["other_split"] == 3
     (tmp_path / "bad.csv").write_text("foo,bar\n1,2\n")
-    with pytest.raises(ConvertError, match="image_path"):
+    with pytest.raises(DatasetError, match="image_path"):
         convert_quilt(tmp_path / "bad.csv")
 
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from data.laion_parts import LaionPartsData, epoch_files, laion_part_files
-from data.pretrain_dataset import DatasetError, PretrainDataset
+from data.pretrain_dataset import PretrainDataset
 from data.transforms import build_image_transform
 from tests.shard_helpers import make_json_set
+from utils.errors import DatasetError
 
 
 def _setup(tmp_path):

@@ -18,7 +18,8 @@ from data.prepare import default_max_side, main as prepare_main
 from data.pretrain_dataset import PretrainDataset
 from data.shards.dataset import ShardDataset, ShardSampler, ShardTrainingData
 from data.shards.index import index_tars
-from data.shards.manifest import Manifest, ManifestError, file_sha256
+from data.shards.manifest import Manifest, file_sha256
+from utils.errors import DatasetError
 from data.shards.order import SourceSpec, StreamOrder
 from data.shards.writer import PrepareSettings, encode_image, prepare_shards, resize_to_max_side
 from data.transforms import build_image_transform
@@ -122,7 +123,7 @@ def test_index_existing_laion_tars_and_read_them_as_they_are(tmp_path):
     # a tar that changed since it was indexed is refused
     with open(tars[0], "ab") as handle:
         handle.write(b"\0" * 1024)
-    with pytest.raises(ManifestError, match="changed or truncated"):
+    with pytest.raises(DatasetError, match="changed or truncated"):
         Manifest.load(tmp_path / "laion_manifest.json")
     assert prepare_main(["verify", str(tmp_path / "laion_manifest.json")]) == 1
 

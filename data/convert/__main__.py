@@ -22,7 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-from data.convert.common import ConvertError, write_conversion
+from data.convert.common import write_conversion
+from utils.errors import DatasetError
 from data.convert.csv_sources import convert_openclip_csv, convert_quilt
 from data.convert.medicat import convert_medicat, convert_medicat_subcaptions, medicat_licence
 from data.convert.pmc_oa import convert_pmc_oa
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             conversion = convert_openclip_csv(args.input, image_root=args.image_root, separator=args.separator,
                                               img_key=args.img_key, caption_key=args.caption_key,
                                               source=args.source_name, license=args.license, image_check=check)
-    except (ConvertError, OSError) as exc:
+    except (DatasetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report_path = write_conversion(conversion, args.out)

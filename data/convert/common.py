@@ -22,11 +22,11 @@ from typing import Any, Iterable, Iterator, Literal
 
 from data.captions import clean_caption_text
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image, probe_image
-from data.pretrain_dataset import SkipCounter
+from engine.skips import SkipCounter
 from utils.atomic import atomic_write_json
+from utils.errors import DatasetError
 
 __all__ = [
-    "ConvertError",
     "ImageCheck",
     "Conversion",
     "check_image",
@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 ImageCheck = Literal["none", "exists", "header", "decode"]
-
-
-class ConvertError(ValueError):
-    """A source that cannot be converted at all (missing file, wrong layout)."""
 
 
 @dataclass
@@ -133,7 +129,7 @@ def clean_text(text: Any) -> str:
 def read_jsonl(path: Path, conversion: Conversion) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` per line; malformed lines and non-objects are counted, not fatal."""
     if not path.is_file():
-        raise ConvertError(f"{path}: file not found")
+        raise DatasetError(f"{path}: file not found")
     with open(path, encoding="utf-8", errors="replace") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
@@ -155,13 +151,13 @@ def read_csv_rows(
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """``(line number, row)`` of a CSV with a header; missing required columns are an error."""
     if not path.is_file():
-        raise ConvertError(f"{path}: file not found")
+        raise DatasetError(f"{path}: file not found")
     with open(path, encoding="utf-8", errors="replace", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
         if missing:
-            raise ConvertError(
+            raise DatasetError(
                 f"{path}: column(s) {missing} not in the header {header} (delimiter {delimiter!r})"
             )
         for row in reader:

@@ -19,7 +19,8 @@ import csv
 import re
 from pathlib import Path
 
-from data.convert.common import Conversion, ConvertError, ImageCheck, clean_text
+from data.convert.common import Conversion, ImageCheck, clean_text
+from utils.errors import DatasetError
 
 __all__ = ["convert_roco", "ROCO_SPLITS", "ROCO_PARTS"]
 
@@ -61,7 +62,7 @@ def _part_folders(root: Path, splits: tuple[str, ...], parts: tuple[str, ...]) -
         return [(root.parent.name, root.name, root)]
     found = [(s, p, root / s / p) for s in splits for p in parts if (root / s / p / "captions.txt").is_file()]
     if not found:
-        raise ConvertError(
+        raise DatasetError(
             f"{root}: no ROCO captions.txt found (expected {root}/<split>/<radiology|non-radiology>/captions.txt)"
         )
     return found

@@ -7,8 +7,8 @@
 * :class:`ShardSampler` is :class:`data.sampler.ResumableDistributedSampler` with the epoch order of
   :class:`data.shards.order.StreamOrder`: the resume state is the same global offset, so resuming
   mid-epoch is exact on any number of ranks and workers.
-* :class:`ShardTrainingData` is what the training loop consumes (``set_epoch``, ``samples_per_epoch``,
-  iteration over batches, ``state_dict(consumed)`` / ``load_state_dict``, ``load_skips``).
+* :class:`ShardTrainingData` is what the training loop consumes (the ``TrainData`` contract of
+  ``engine/task.py``): the JSON loader :class:`data.loader.ResumableLoader` with that sampler.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from torch.utils.data import Dataset
 
 from data.captions import pre_caption
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image
-from data.pretrain_dataset import SeededPairs, SkipCounter, build_pretrain_loader
+from data.loader import ResumableLoader
+from data.pretrain_dataset import PretrainCollator, SeededPairs, collate_pretrain
 from data.sampler import ResumableDistributedSampler
-from data.shards.manifest import Manifest, ManifestError, ShardInfo, usable_samples
+from engine.skips import SkipCounter
+from data.shards.manifest import Manifest, ShardInfo, usable_samples
 from data.shards.order import SourceSpec, StreamOrder
 from data.shards.tar_index import TarSample, read_caption, read_member, scan_tar
 
@@ -39,7 +41,7 @@ _MAX_INDEXES = 256
 
 def load_manifests(paths: Sequence[str | os.PathLike]) -> list[Manifest]:
     if not paths:
-        raise ManifestError("no shard manifest given")
+        raise DatasetError("no shard manifest given")
     return [Manifest.load(p) for p in paths]
 
 
@@ -74,6 +76,12 @@ class ShardDataset(SeededPairs, Dataset):
         self._shard_base = np.concatenate([[0], np.cumsum(sizes)])
         self._indexes: OrderedDict[int, list[TarSample]] = OrderedDict()
         self._files: OrderedDict[int, int] = OrderedDict()
+        self.load_skips = SkipCounter(max_examples=20)  # what prepare/index dropped, by reason
+        for manifest in self.manifests:
+            for reason, count in manifest.counts.get("skipped", {}).items():
+                self.load_skips.counts[reason] += int(count)
+            for reason, where in manifest.counts.get("examples", [])[: 20 - len(self.load_skips.examples)]:
+                self.load_skips.examples.append((reason, where))
 
     def __len__(self) -> int:
         return int(self._shard_base[-1])
@@ -128,7 +136,7 @@ class ShardDataset(SeededPairs, Dataset):
             info = self.shards[shard]
             samples = usable_samples(scan_tar(info.path), info.excluded)
             if len(samples) != info.samples:
-                raise ManifestError(
+                raise DatasetError(
                     f"{info.path}: {len(samples)} usable samples, the manifest says {info.samples} "
                     "(shard changed since it was indexed)"
                 )
@@ -213,13 +221,13 @@ class ShardSampler(ResumableDistributedSampler):
         super().load_state_dict(state, strict=strict)
 
 
-class ShardTrainingData:
-    """Training batches from shards, with the interface the training loop expects of its data.
+class ShardTrainingData(ResumableLoader):
+    """Training batches from shards: :class:`data.loader.ResumableLoader` (the engine's ``TrainData``)
+    over :class:`ShardSampler`.
 
-    ``set_epoch(e)`` selects the epoch (and arms a loaded resume position); iterating yields this
-    rank's batches from the current position; ``state_dict(consumed)`` (consumed = samples this
-    rank finished since the pass began) holds the global position; ``samples_per_epoch`` counts all
-    ranks' samples of the epoch; ``load_skips`` holds what prepare/index dropped, by reason.
+    Everything the loop relies on comes from the JSON loader unchanged: full batches, the global
+    position, workers that ignore the group's SIGTERM. ``load_skips`` holds what prepare/index
+    dropped, by reason (from the manifests).
     """
 
     def __init__(
@@ -235,41 +243,12 @@ class ShardTrainingData:
         num_replicas: int | None = None,
         rank: int | None = None,
     ):
-        self.dataset = dataset
-        self.sampler = ShardSampler(order, num_replicas=num_replicas, rank=rank, drop_last=True, with_epoch=True)
-        self.loader, _ = build_pretrain_loader(
+        sampler = ShardSampler(order, num_replicas=num_replicas, rank=rank, drop_last=True, with_epoch=True)
+        super().__init__(
             dataset, batch_size=batch_size, num_workers=num_workers, seed=order.seed, pin_memory=pin_memory,
-            tokenizer=tokenizer, max_length=max_length, sampler=self.sampler,
+            collate_fn=collate_pretrain if tokenizer is None else PretrainCollator(tokenizer, max_length),
+            sampler=sampler,
         )
-        self.load_skips = SkipCounter(max_examples=20)
-        for manifest in dataset.manifests:
-            for reason, count in manifest.counts.get("skipped", {}).items():
-                self.load_skips.counts[reason] += int(count)
-            for reason, where in manifest.counts.get("examples", [])[: 20 - len(self.load_skips.examples)]:
-                self.load_skips.examples.append((reason, where))
-
-    @property
-    def samples_per_epoch(self) -> int:
-        return self.sampler.dataset_len
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        """Batches this rank yields in the current pass."""
-        return len(self.sampler) // self.loader.batch_size
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.loader)
-
-    def state_dict(self, consumed: int) -> dict[str, Any]:
-        return {"kind": "shards", **self.sampler.state_dict(consumed)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("kind", "shards") != "shards":
-            raise ValueError(f"the checkpoint's data position is for {state.get('kind')!r} data, not shards")
-        self.sampler.load_state_dict({k: v for k, v in state.items() if k != "kind"})
 
 
 def build_shard_training_data(

@@ -24,17 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from utils.atomic import atomic_write_json
+from utils.errors import DatasetError
 from utils.json_file import read_json_file
 
-__all__ = ["MANIFEST_NAME", "ManifestError", "ShardInfo", "Manifest", "file_sha256", "usable_samples"]
+__all__ = ["MANIFEST_NAME", "ShardInfo", "Manifest", "file_sha256", "usable_samples"]
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "medvlp-shards"
 VERSION = 1
-
-
-class ManifestError(ValueError):
-    """A manifest or shard that cannot be used (missing, malformed, changed since it was written)."""
 
 
 @dataclass
@@ -77,11 +74,11 @@ class Manifest:
         path = Path(path)
         if path.is_dir():
             path = path / MANIFEST_NAME
-        data = read_json_file(path, what="shard manifest", error=ManifestError, missing=ManifestError)
+        data = read_json_file(path, what="shard manifest", error=DatasetError, missing=DatasetError)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ManifestError(f"{path}: not a shard manifest (no \"format\": \"{FORMAT}\")")
+            raise DatasetError(f"{path}: not a shard manifest (no \"format\": \"{FORMAT}\")")
         if int(data.get("version", 0)) > VERSION:
-            raise ManifestError(f"{path}: manifest version {data['version']} is newer than this code ({VERSION})")
+            raise DatasetError(f"{path}: manifest version {data['version']} is newer than this code ({VERSION})")
         shards = []
         for i, entry in enumerate(data.get("shards", [])):
             try:
@@ -93,19 +90,19 @@ class Manifest:
                     source=entry.get("source"), license=entry.get("license"),
                 )
             except (KeyError, TypeError, ValueError) as exc:
-                raise ManifestError(f"{path}: shards[{i}] is malformed ({exc!r})") from None
+                raise DatasetError(f"{path}: shards[{i}] is malformed ({exc!r})") from None
             if check_sizes:
                 if not info.path.is_file():
-                    raise ManifestError(f"{path}: shard {info.path} is missing")
+                    raise DatasetError(f"{path}: shard {info.path} is missing")
                 size = info.path.stat().st_size
                 if size != info.bytes:
-                    raise ManifestError(
+                    raise DatasetError(
                         f"{path}: shard {info.path} has {size} bytes, the manifest says {info.bytes} "
                         "(changed or truncated since it was written)"
                     )
             shards.append(info)
         if not shards:
-            raise ManifestError(f"{path}: the manifest lists no shards")
+            raise DatasetError(f"{path}: the manifest lists no shards")
         return cls(
             path=path, shards=shards, source=str(data.get("source", "unknown")),
             license=str(data.get("license", "unknown")), settings=dict(data.get("settings", {})),
