@@ -55,6 +55,8 @@ __all__ = [
     "PretrainCollator",
     "sample_seed",
     "swap_laterality",
+    "pretrain_transform",
+    "sample_settings",
     "build_pretrain_dataset",
     "build_pretrain_loader",
 ]
@@ -348,26 +350,42 @@ def collate_pretrain(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 # -- builders from the pretrain config --------------------------------------------
 
 
-def build_pretrain_dataset(config: Mapping[str, Any]) -> PretrainDataset:
-    """The training dataset as the pretrain config describes it (keys of ``engine.config``'s schema).
+def pretrain_transform(config: Mapping[str, Any]) -> Any:
+    """The training image transform of the pretrain config (JSON lists and shards alike).
 
     The flip goes to the dataset (caption-aware), never to the image transform.
     """
-    transform = build_image_transform(
+    return build_image_transform(
         "pretrain",
         config["image_size"],
         crop_scale=config.get("crop_scale"),
         hflip=0.0,
         randaugment=config.get("randaugment", True),
     )
+
+
+def sample_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-sample settings every pretraining dataset takes from the config (captions, images, seed, flip)."""
+    return {
+        "max_words": config.get("max_words", 30),
+        "max_pixels": config.get("max_image_pixels", DEFAULT_MAX_PIXELS),
+        "seed": config.get("seed", 0),
+        "hflip": config.get("hflip", 0.0),
+    }
+
+
+def build_pretrain_dataset(
+    config: Mapping[str, Any], files: Sequence[str | os.PathLike] | None = None
+) -> PretrainDataset:
+    """The training dataset as the pretrain config describes it (keys of ``engine.config``'s schema).
+
+    ``files``: other JSON lists than ``train_file`` (an epoch's lists with ``laion_path``).
+    """
     return PretrainDataset(
-        config["train_file"],
-        transform,
+        config["train_file"] if files is None else list(files),
+        pretrain_transform(config),
         image_root=config.get("image_root"),
-        max_words=config.get("max_words", 30),
-        max_pixels=config.get("max_image_pixels", DEFAULT_MAX_PIXELS),
-        seed=config.get("seed", 0),
-        hflip=config.get("hflip", 0.0),
+        **sample_settings(config),
     )
 
 

@@ -119,6 +119,8 @@ class Schema:
     keys: tuple[Key, ...]
     unsupported: Mapping[str, str] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)  # BLIP key -> our key, same meaning
+    # Rules between keys (e.g. one data source): the validated config -> what is wrong, or None.
+    check: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def __iter__(self):
         return iter(self.keys)
@@ -318,6 +320,9 @@ def validate_config(
         problem = key.check(out[key.name]) if key.check is not None and out[key.name] is not None else None
         if problem:
             raise ConfigError(f"{where}: key {key.name!r} {problem}")
+    problem = schema.check(out) if schema.check is not None else None
+    if problem:
+        raise ConfigError(f"{origin}: {problem}")
     return out
 
 

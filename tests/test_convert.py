@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 
 from data.convert.__main__ import main as convert_main
-from utils.errors import DatasetError
 from data.convert.csv_sources import QUILT_LICENSE, convert_openclip_csv, convert_quilt
+from data.convert.folder import convert_folder
 from data.convert.medicat import convert_medicat, convert_medicat_subcaptions
 from data.convert.pmc_oa import convert_pmc_oa
 from data.convert.roco import convert_roco
+from utils.errors import DatasetError
 
 
 def _image(path: Path, size=(40, 30), seed=0) -> Path:
@@ -188,3 +189,38 @@ def test_openclip_csv_defaults_and_cli(tmp_path):
     report = json.loads((tmp_path / "out" / "mine.report.json").read_text())
     assert report["records_in"] == 4 and report["records_out"] == 1 and report["skipped_total"] == 3
     assert convert_main(["quilt", str(tmp_path / "absent.csv"), "--out", str(out)]) == 2
+
+
+def test_folder_of_images_with_caption_files(tmp_path):
+    root = tmp_path / "mine"
+    _image(root / "case001.png")
+    (root / "case001.txt").write_text("Axial CT, <b>left</b> kidney.\n")
+    _image(root / "scans" / "ct_17.jpg", seed=1)
+    (root / "scans" / "ct_17.txt").write_text("Sagittal MRI of the knee")
+    _image(root / "no_caption.png", seed=2)                     # no .txt beside it
+    (root / "orphan.txt").write_text("a caption without its image")
+    _image(root / "blank.png", seed=3)
+    (root / "blank.txt").write_text("   \n")                     # empty caption
+    _truncated(root / "broken.png")
+    (root / "broken.txt").write_text("truncated file")
+    (root / "notes.md").write_text("ignored: neither an image nor a caption")
+
+    conv = convert_folder(root, license="CC BY", image_check="decode")
+    assert [(r["source_id"], r["caption"], r["license"], r["source"]) for r in conv.records] == [
+        ("case001.png", "Axial CT, left kidney.", "CC BY", "folder"),
+        ("scans/ct_17.jpg", "Sagittal MRI of the knee", "CC BY", "folder"),
+    ]
+    assert dict(conv.skips.counts) == {"missing_caption_file": 1, "caption_without_image": 1, "empty_caption": 1,
+                                       "image_truncated": 1}
+    assert conv.seen == 6
+
+    out = tmp_path / "out" / "mine.json"
+    assert convert_main(["folder", str(root), "--out", str(out), "--source-name", "mine"]) == 0
+    # the default check reads headers only: the truncated file passes it (training skips it at load)
+    assert [(r["image"], r["source"]) for r in json.loads(out.read_text())] == [
+        ("../mine/broken.png", "mine"), ("../mine/case001.png", "mine"), ("../mine/scans/ct_17.jpg", "mine")]
+    with pytest.raises(DatasetError, match="not a folder"):
+        convert_folder(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        convert_folder(tmp_path / "empty")

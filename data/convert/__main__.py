@@ -8,6 +8,7 @@
         --crops data/medicat/crops --out data/medicat/subcaptions.json [--licences-from FIGURES.jsonl]
     python -m data.convert quilt /data/quilt/quilt_1M_lookup.csv --images /data/quilt/quilt_1m --out data/quilt/quilt.json
     python -m data.convert openclip_csv train.csv --image-root /data --out data/mine.json [--separator $'\\t']
+    python -m data.convert folder my_figures/ --out data/mine/mine.json [--license "CC BY"] [--source-name mine]
 
 Every run writes the JSON list (image paths relative to its folder) and ``<out>.report.json`` with
 the records read, kept and skipped by reason, and prints the summary. ``--image-check`` (default
@@ -23,11 +24,12 @@ import sys
 from pathlib import Path
 
 from data.convert.common import write_conversion
-from utils.errors import DatasetError
 from data.convert.csv_sources import convert_openclip_csv, convert_quilt
+from data.convert.folder import convert_folder
 from data.convert.medicat import convert_medicat, convert_medicat_subcaptions, medicat_licence
 from data.convert.pmc_oa import convert_pmc_oa
 from data.convert.roco import ROCO_PARTS, ROCO_SPLITS, convert_roco
+from utils.errors import DatasetError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--caption-key", default="title")
     p.add_argument("--source-name", default="openclip_csv")
     p.add_argument("--license", default=None)
+    p = add("folder", "your own folder: <name>.<image ext> + <name>.txt caption, any subfolders")
+    p.add_argument("--source-name", default="folder")
+    p.add_argument("--license", default=None)
     return parser
 
 
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             conversion = convert_quilt(args.input, image_dir=args.images,
                                        splits=tuple(args.splits) if args.splits else None,
                                        license=args.license, image_check=check)
+        elif args.source == "folder":
+            conversion = convert_folder(args.input, source=args.source_name, license=args.license, image_check=check)
         else:
             conversion = convert_openclip_csv(args.input, image_root=args.image_root, separator=args.separator,
                                               img_key=args.img_key, caption_key=args.caption_key,

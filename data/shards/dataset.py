@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from data.captions import pre_caption
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image
 from data.loader import ResumableLoader
-from data.pretrain_dataset import PretrainCollator, SeededPairs, collate_pretrain
+from data.pretrain_dataset import PretrainCollator, SeededPairs, collate_pretrain, pretrain_transform, sample_settings
 from data.sampler import ResumableDistributedSampler
 from engine.skips import SkipCounter
 from data.shards.manifest import Manifest, ShardInfo, usable_samples
@@ -252,22 +252,13 @@ class ShardTrainingData(ResumableLoader):
 
 
 def build_shard_training_data(
-    config: Mapping[str, Any], *, tokenizer: Any = None, num_replicas: int | None = None, rank: int | None = None
+    config: Mapping[str, Any], *, tokenizer: Any = None, pin_memory: bool = False,
+    num_replicas: int | None = None, rank: int | None = None,
 ) -> ShardTrainingData:
-    """From config keys: ``train_shards`` (manifests), ``shard_weights``, ``shard_lanes``,
-    ``shuffle_buffer``, ``epoch_samples`` and the usual image/caption keys of the pretrain config."""
-    from data.transforms import build_image_transform
-
-    manifests = load_manifests([Path(p) for p in config["train_shards"]])
-    transform = build_image_transform(
-        "pretrain", config["image_size"], crop_scale=config.get("crop_scale"), hflip=0.0,
-        randaugment=config.get("randaugment", True),
-    )
-    dataset = ShardDataset(
-        manifests, transform, max_words=config.get("max_words", 30),
-        max_pixels=config.get("max_image_pixels", DEFAULT_MAX_PIXELS), seed=config.get("seed", 0),
-        hflip=config.get("hflip", 0.0),
-    )
+    """From the pretrain config: ``train_shards`` (manifests), ``shard_weights``, ``shard_lanes``,
+    ``shuffle_buffer``, ``epoch_samples`` and the image/caption keys JSON lists use too."""
+    dataset = ShardDataset(load_manifests([Path(p) for p in config["train_shards"]]), pretrain_transform(config),
+                           **sample_settings(config))
     order = StreamOrder(
         dataset.source_specs(config.get("shard_weights")), seed=config.get("seed", 0),
         lanes=config.get("shard_lanes", 64), shuffle_buffer=config.get("shuffle_buffer", 10_000),
@@ -275,5 +266,6 @@ def build_shard_training_data(
     )
     return ShardTrainingData(
         dataset, order, batch_size=config["batch_size"], num_workers=config.get("num_workers", 0),
-        tokenizer=tokenizer, max_length=config.get("max_length", 30), num_replicas=num_replicas, rank=rank,
+        pin_memory=pin_memory, tokenizer=tokenizer, max_length=config.get("max_length", 30),
+        num_replicas=num_replicas, rank=rank,
     )
