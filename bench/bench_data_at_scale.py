@@ -27,14 +27,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import cpu_name, median_rate  # noqa: E402
+from bench.machine import cpu_name, median_rate, publish  # noqa: E402
 from data.image_io import open_image  # noqa: E402
 from data.shards.dataset import ShardDataset, ShardTrainingData  # noqa: E402
 from data.shards.manifest import Manifest  # noqa: E402
 from data.shards.order import SourceSpec, StreamOrder  # noqa: E402
 from data.shards.writer import PrepareSettings, prepare_shards  # noqa: E402
 from data.transforms import build_image_transform  # noqa: E402
-from utils.atomic import atomic_write_text  # noqa: E402
 
 # megapixels of the generated figures: spread like the real scrape (median ~0.42, max ~3.9)
 SIZES_MP = (0.2, 0.25, 0.3, 0.35, 0.4, 0.42, 0.45, 0.5, 0.6, 0.8, 1.2, 2.0, 3.0, 3.9)
@@ -192,9 +191,7 @@ rank's DataLoader needs `cores / 8` workers); prepared shards need a fraction of
 
 Command: `OMP_NUM_THREADS=1 python bench/bench_data_at_scale.py`
 """
-    print(text)
-    atomic_write_text(args.out, text)
-    print(f"written to {args.out}")
+    publish(text, args.out)
     return 0
 
 

@@ -28,3 +28,12 @@ def median_rate(fn, n: int, repeats: int) -> float:
         fn()
         rates.append(n / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def publish(text: str, out: str) -> None:
+    """Print a benchmark report and write it (atomically) to ``out`` under docs/benchmarks/."""
+    from utils.atomic import atomic_write_text
+
+    print(text)
+    atomic_write_text(out, text)
+    print(f"written to {out}")

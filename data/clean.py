@@ -23,9 +23,9 @@ Per record, in this order; a removed record is counted once, under the first rea
 
 Captions that HTML/whitespace cleaning changed are rewritten cleaned and counted as
 ``cleaned_html_whitespace`` (kept). pHash is imagehash's (DCT of a 32x32 grayscale, 8x8 low
-frequencies against their median). Near-duplicates are found with a multi-index: the 64 bits are cut
-into ``phash_distance + 1`` chunks; two hashes within the distance agree exactly on at least one
-chunk, so only records sharing a chunk are compared.
+frequencies against their median). All pairs of images within the distance, evaluation images
+included, are found at once before the per-record pass (multi-index hashing with numpy,
+:mod:`data.hash_neighbours`; 15M records: docs/benchmarks/near_duplicates.md).
 """
 
 from __future__ import annotations
@@ -41,13 +41,15 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import imagehash
+import numpy as np
 
 from data.captions import clean_caption_text, count_words, pre_caption
+from data.hash_neighbours import HashNeighbours
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image
 from utils.atomic import atomic_save, atomic_write_json
 from utils.json_file import read_json_file
 
-__all__ = ["CleanSettings", "HashIndex", "image_facts", "clean_records", "eval_lists_from_configs", "main"]
+__all__ = ["CleanSettings", "image_facts", "clean_records", "eval_lists_from_configs", "main"]
 
 
 @dataclass(frozen=True)
@@ -56,34 +58,6 @@ class CleanSettings:
     min_side: int = 64
     phash_distance: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
-
-
-class HashIndex:
-    """64-bit hashes; ``find(h)`` returns the id of a stored hash within ``distance`` bits, or None."""
-
-    def __init__(self, distance: int):
-        if not 0 <= distance < 32:
-            raise ValueError(f"phash distance must be in 0..31, got {distance}")
-        self.distance = distance
-        chunks = distance + 1
-        bounds = [round(64 * i / chunks) for i in range(chunks + 1)]
-        self._masks = [(lo, ((1 << (hi - lo)) - 1)) for lo, hi in zip(bounds, bounds[1:])]
-        self._buckets: list[dict[int, list[tuple[int, Any]]]] = [defaultdict(list) for _ in self._masks]
-
-    def _keys(self, value: int) -> Iterator[tuple[int, int]]:
-        for i, (shift, mask) in enumerate(self._masks):
-            yield i, (value >> shift) & mask
-
-    def find(self, value: int) -> Any:
-        for i, key in self._keys(value):
-            for other, ident in self._buckets[i].get(key, ()):
-                if (value ^ other).bit_count() <= self.distance:
-                    return ident
-        return None
-
-    def add(self, value: int, ident: Any) -> None:
-        for i, key in self._keys(value):
-            self._buckets[i][key].append((value, ident))
 
 
 def image_facts(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, int, int, int]:
@@ -138,19 +112,21 @@ def clean_records(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(kept records with absolute image paths, report)."""
     # evaluation side: every image's pHash and every normalised caption
-    eval_index = HashIndex(settings.phash_distance)
+    eval_values: list[int] = []
+    eval_owner: list[int] = []  # index into eval_files
     eval_captions: dict[str, str] = {}
     eval_stats = {}
-    for path in eval_files:
+    for number, path in enumerate(eval_files):
         records = _load_list(Path(path))
         root = Path(path).parent
         images = [str(root / r["image"]) for r in records if isinstance(r, dict) and isinstance(r.get("image"), str)]
         unreadable = 0
-        for image, (reason, _, _, value) in zip(images, _map([(i, settings.max_pixels) for i in images], workers)):
+        for reason, _, _, value in _map([(i, settings.max_pixels) for i in images], workers):
             if reason:
                 unreadable += 1
                 continue
-            eval_index.add(value, str(path))
+            eval_values.append(value)
+            eval_owner.append(number)
         for r in records:
             captions = r.get("caption") if isinstance(r, dict) else None
             for c in [captions] if isinstance(captions, str) else (captions or []):
@@ -158,7 +134,7 @@ def clean_records(
                     eval_captions.setdefault(_norm(c), str(path))
         eval_stats[str(path)] = {"images": len(images), "unreadable_images": unreadable}
 
-    # pretraining side
+    # pretraining side: every image's facts, kept in arrays (15M records: ~250 MB, not GBs of tuples)
     rows: list[tuple[str, Any]] = []  # (where, record with absolute image path)
     for path in inputs:
         root = Path(path).parent
@@ -169,6 +145,18 @@ def clean_records(
             rows.append((f"{path}[{i}]", record))
     tasks = [(r["image"], settings.max_pixels) if isinstance(r, dict) and isinstance(r.get("image"), str)
              else ("", settings.max_pixels) for _, r in rows]
+    reasons: list[str | None] = [None] * len(rows)
+    sizes = np.zeros((len(rows), 2), dtype=np.int32)
+    values = np.zeros(len(rows), dtype=np.uint64)
+    for i, (reason, width, height, value) in enumerate(_map(tasks, workers)):
+        reasons[i], sizes[i], values[i] = reason, (width, height), value
+
+    # all near-copy relations at once (data/hash_neighbours.py): rows first, then the evaluation images
+    hashes = HashNeighbours(np.concatenate([values, np.asarray(eval_values, dtype=np.uint64)]),
+                            settings.phash_distance)
+    eval_marks = np.full(len(hashes.distinct), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(eval_marks, hashes.group[len(rows):], np.asarray(eval_owner, dtype=np.int64))
+    leak_of_group = hashes.nearest_marked(np.where(eval_marks == np.iinfo(np.int64).max, -1, eval_marks))
 
     removed: Counter[str] = Counter()
     by_source: dict[str, Counter[str]] = defaultdict(Counter)
@@ -177,7 +165,7 @@ def clean_records(
     cleaned_text = 0
     kept: list[dict[str, Any]] = []
     seen_captions: set[str] = set()
-    kept_images = HashIndex(settings.phash_distance)
+    kept_image_of_group: dict[int, str] = {}  # distinct pHash -> the first kept record with it
 
     def drop(reason: str, where: str, record: Any) -> None:
         removed[reason] += 1
@@ -186,14 +174,15 @@ def clean_records(
         if len(examples[reason]) < 5:
             examples[reason].append(where)
 
-    for (where, record), (reason, width, height, value) in zip(rows, _map(tasks, workers)):
+    for row, (where, record) in enumerate(rows):
+        reason, (width, height), group = reasons[row], sizes[row], int(hashes.group[row])
         if not isinstance(record, dict) or not isinstance(record.get("image"), str) or not isinstance(record.get("caption"), str):
             drop("bad_record", where, record)
             continue
         caption = clean_caption_text(record["caption"])
         norm = _norm(caption)
-        leak = eval_index.find(value) if reason is None else None
-        if leak is not None:
+        if reason is None and leak_of_group[group] >= 0:
+            leak = str(eval_files[int(leak_of_group[group])])
             leaks_by_eval[leak] += 1
             drop("leak_image", f"{where} ~ {leak}", record)
             continue
@@ -213,14 +202,14 @@ def clean_records(
         if norm in seen_captions:
             drop("duplicate_caption", where, record)
             continue
-        twin = kept_images.find(value)
+        twin = next((kept_image_of_group[g] for g in hashes.near(group).tolist() if g in kept_image_of_group), None)
         if twin is not None:
             drop("near_duplicate_image", f"{where} ~ {twin}", record)
             continue
         if caption != record["caption"]:
             cleaned_text += 1
         seen_captions.add(norm)
-        kept_images.add(value, where)
+        kept_image_of_group.setdefault(group, where)
         kept.append({**record, "caption": caption})
 
     report = {
@@ -234,6 +223,7 @@ def clean_records(
         "test_leakage_removed": removed["leak_image"] + removed["leak_caption"],
         "test_leakage_by_eval_file": dict(leaks_by_eval),
         "cleaned_html_whitespace": cleaned_text,
+        "near_image_pairs": hashes.pairs,
         "removed_by_source": {s: dict(c) for s, c in sorted(by_source.items())},
         "examples": dict(examples),
     }

@@ -3,12 +3,11 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from data.clean import HashIndex, clean_records, eval_lists_from_configs, main as clean_main
+from data.clean import clean_records, eval_lists_from_configs, main as clean_main
 
 
 def _save(arr, path: Path, size=None) -> str:
@@ -87,18 +86,3 @@ def test_cli_writes_list_report_and_chart(overlap, tmp_path):
     report = json.loads((out / "clean_report.json").read_text())
     assert report["test_leakage_removed"] == 3
     assert Image.open(out / "clean_report.png").size[0] > 100
-
-
-def test_hash_index_finds_within_distance_only():
-    rng = np.random.default_rng(0)
-    index = HashIndex(4)
-    stored = [int(x) for x in rng.integers(0, 2**63, 200)]
-    for i, h in enumerate(stored):
-        index.add(h, i)
-    for i, h in enumerate(stored[:50]):
-        bits = rng.choice(64, 4, replace=False)
-        near = h ^ int(sum(1 << int(b) for b in bits))
-        assert index.find(near) == i
-        far = h ^ int(sum(1 << int(b) for b in rng.choice(64, 12, replace=False)))
-        found = index.find(far)
-        assert found is None or (stored[found] ^ far).bit_count() <= 4

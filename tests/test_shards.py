@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from data.image_io import open_image
 from data.prepare import default_max_side, main as prepare_main
