@@ -14,10 +14,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import median_rate  # noqa: E402
 from data.pretrain_dataset import PretrainDataset, build_pretrain_loader  # noqa: E402
 from data.sampler import ResumableDistributedSampler  # noqa: E402
 from data.transforms import build_image_transform  # noqa: E402
@@ -48,15 +47,6 @@ def _make_images(folder: Path, n: int, size: int) -> Path:
     return ann
 
 
-def _rate(fn, n: int, repeats: int) -> float:
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=200)
@@ -77,7 +67,7 @@ def main() -> int:
             ("train: crop + RandomAugment(2,5)", "pretrain", True),
         ):
             ds = PretrainDataset(ann, build_image_transform(kind, args.image_size, randaugment=randaug))
-            rate = _rate(lambda: [ds[(i, 0)] for i in range(len(ds))], len(ds), args.repeats)
+            rate = median_rate(lambda: [ds[(i, 0)] for i in range(len(ds))], len(ds), args.repeats)
             rows.append((f"{label}, 1 process", f"{rate:.0f}"))
         ds = PretrainDataset(ann, build_image_transform("pretrain", args.image_size))
         loader = build_pretrain_loader(ds, batch_size=20, num_workers=args.workers, seed=0)
@@ -89,11 +79,11 @@ def main() -> int:
             for _ in loader:
                 pass
 
-        rate = _rate(epoch, n, args.repeats)
+        rate = median_rate(epoch, n, args.repeats)
         rows.append((f"DataLoader, {args.workers} workers, batch 20, full train transform", f"{rate:.0f}"))
 
     big = ResumableDistributedSampler(14_000_000, num_replicas=8, rank=0, with_epoch=True)
-    rate = _rate(lambda: sum(1 for _ in big), len(big), 1)
+    rate = median_rate(lambda: sum(1 for _ in big), len(big), 1)
     rows.append(("sampler: 14M records / 8 ranks, indices per second per rank", f"{rate / 1e6:.1f} M"))
 
     header = (

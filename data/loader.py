@@ -46,6 +46,8 @@ class ResumableLoader:
         collate_fn: list of samples -> batch dict (with a ``"skipped"`` list).
         num_workers, pin_memory: as DataLoader's.
         seed: shuffle seed, the same on every rank.
+        sampler: another epoch order (a :class:`ResumableDistributedSampler` subclass yielding
+            ``(index, epoch)`` pairs, e.g. the shard stream of :mod:`data.shards.dataset`).
     """
 
     def __init__(
@@ -57,11 +59,13 @@ class ResumableLoader:
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool = False,
+        sampler: ResumableDistributedSampler | None = None,
     ):
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.load_skips: SkipCounter = getattr(dataset, "load_skips", None) or SkipCounter()
-        self.sampler = ResumableDistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True, with_epoch=True)
+        self.sampler = sampler if sampler is not None else ResumableDistributedSampler(
+            dataset, shuffle=True, seed=seed, drop_last=True, with_epoch=True)
         self.loader = DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from data.captions import pre_caption
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image
 from data.loader import ResumableLoader
+from data.sampler import ResumableDistributedSampler
 from data.transforms import build_image_transform
 from engine.skips import SkipCounter
 from utils.errors import DatasetError
@@ -47,12 +48,15 @@ from utils.json_file import read_json_file
 
 __all__ = [
     "DatasetError",
+    "record_problem",
     "SkipCounter",
     "PretrainDataset",
     "collate_pretrain",
     "PretrainCollator",
     "sample_seed",
     "swap_laterality",
+    "pretrain_transform",
+    "sample_settings",
     "build_pretrain_dataset",
     "build_pretrain_loader",
 ]
@@ -87,7 +91,8 @@ def _read_json_list(path: Path) -> list:
     return data
 
 
-def _record_problem(record: Any, caption: str | None) -> str | None:
+def record_problem(record: Any, caption: str | None) -> str | None:
+    """Why a JSON record cannot be trained on (``caption`` is the cleaned caption), else None."""
     if not isinstance(record, dict):
         return "not_an_object"
     if "image" not in record:
@@ -163,7 +168,45 @@ def _seeded_rng(seed: int) -> Iterator[None]:
 # -- the dataset ----------------------------------------------------------------
 
 
-class PretrainDataset(Dataset):
+class SeededPairs:
+    """Item logic shared by every pretraining dataset (JSON lists, shards): seeded augmentation,
+    caption-aware flip, replacement of unreadable samples.
+
+    Subclasses provide ``__len__``, ``load_pair(index) -> (PIL image, caption)`` raising
+    :class:`ImageError` (its ``reason`` is the skip counter key), ``image_path(index)`` (where the
+    sample is, for messages), ``describe_data()`` and the attributes ``transform``, ``seed``,
+    ``hflip``, ``max_attempts`` and ``epoch``.
+    """
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
+        skipped: list[tuple[str, str]] = []
+        with _seeded_rng(sample_seed(self.seed, epoch, index)):
+            candidate = index
+            for attempt in range(self.max_attempts):
+                try:
+                    img, caption = self.load_pair(candidate)
+                except ImageError as err:
+                    if attempt == 0:
+                        skipped.append((err.reason, self.image_path(candidate)))
+                    # Replacement drawn from the sample's own RNG: deterministic, and uniform, so
+                    # a block of missing files does not over-weight the record after it.
+                    candidate = int(torch.randint(len(self), ()))
+                    continue
+                if self.hflip and float(torch.rand(())) < self.hflip:
+                    img = ImageOps.mirror(img)
+                    caption = swap_laterality(caption)
+                return {"image": self.transform(img), "caption": caption, "index": candidate, "skipped": skipped}
+        # Not raised: inside a DataLoader worker an exception reaches the training process as a
+        # re-raised copy with the worker's traceback in its text. The marker travels in the batch
+        # and the training loop stops every rank with this message (see engine.loop).
+        return {"fatal": (
+            f"{self.max_attempts} images in a row could not be loaded (first: {self.image_path(index)}, "
+            f"{skipped[0][0]}); check image_root and the data ({self.describe_data()})"
+        ), "skipped": skipped}
+
+
+class PretrainDataset(SeededPairs, Dataset):
     """Image-caption pairs from one or more BLIP pretrain JSON lists.
 
     Args:
@@ -233,7 +276,7 @@ class PretrainDataset(Dataset):
             for index, record in enumerate(data):
                 raw = record.get("caption") if isinstance(record, dict) else None
                 caption = pre_caption(raw, max_words) if isinstance(raw, str) else None
-                problem = _record_problem(record, caption)
+                problem = record_problem(record, caption)
                 if problem:
                     self.load_skips.add(problem, f"{path}[{index}]")
                     continue
@@ -281,33 +324,11 @@ class PretrainDataset(Dataset):
             self._known_bad[index] = err.reason
             raise
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
-        skipped: list[tuple[str, str]] = []
-        with _seeded_rng(sample_seed(self.seed, epoch, index)):
-            candidate = index
-            for attempt in range(self.max_attempts):
-                try:
-                    img = self._load(candidate)
-                except ImageError as err:
-                    if attempt == 0:
-                        skipped.append((err.reason, self.image_path(candidate)))
-                    # Replacement drawn from the sample's own RNG: deterministic, and uniform, so
-                    # a block of missing files does not over-weight the record after it.
-                    candidate = int(torch.randint(len(self), ()))
-                    continue
-                caption = self.caption(candidate)
-                if self.hflip and float(torch.rand(())) < self.hflip:
-                    img = ImageOps.mirror(img)
-                    caption = swap_laterality(caption)
-                return {"image": self.transform(img), "caption": caption, "index": candidate, "skipped": skipped}
-        # Not raised: inside a DataLoader worker an exception reaches the training process as a
-        # re-raised copy with the worker's traceback in its text. The marker travels in the batch
-        # and the training loop stops every rank with this message (see engine.loop).
-        return {"fatal": (
-            f"{self.max_attempts} images in a row could not be loaded (first: {self.image_path(index)}, "
-            f"{skipped[0][0]}); check image_root and the data ({', '.join(map(str, self.ann_files))})"
-        ), "skipped": skipped}
+    def load_pair(self, index: int) -> tuple[Image.Image, str]:
+        return self._load(index), self.caption(index)
+
+    def describe_data(self) -> str:
+        return ", ".join(map(str, self.ann_files))
 
 
 def collate_pretrain(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -329,26 +350,42 @@ def collate_pretrain(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 # -- builders from the pretrain config --------------------------------------------
 
 
-def build_pretrain_dataset(config: Mapping[str, Any]) -> PretrainDataset:
-    """The training dataset as the pretrain config describes it (keys of ``engine.config``'s schema).
+def pretrain_transform(config: Mapping[str, Any]) -> Any:
+    """The training image transform of the pretrain config (JSON lists and shards alike).
 
     The flip goes to the dataset (caption-aware), never to the image transform.
     """
-    transform = build_image_transform(
+    return build_image_transform(
         "pretrain",
         config["image_size"],
         crop_scale=config.get("crop_scale"),
         hflip=0.0,
         randaugment=config.get("randaugment", True),
     )
+
+
+def sample_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-sample settings every pretraining dataset takes from the config (captions, images, seed, flip)."""
+    return {
+        "max_words": config.get("max_words", 30),
+        "max_pixels": config.get("max_image_pixels", DEFAULT_MAX_PIXELS),
+        "seed": config.get("seed", 0),
+        "hflip": config.get("hflip", 0.0),
+    }
+
+
+def build_pretrain_dataset(
+    config: Mapping[str, Any], files: Sequence[str | os.PathLike] | None = None
+) -> PretrainDataset:
+    """The training dataset as the pretrain config describes it (keys of ``engine.config``'s schema).
+
+    ``files``: other JSON lists than ``train_file`` (an epoch's lists with ``laion_path``).
+    """
     return PretrainDataset(
-        config["train_file"],
-        transform,
+        config["train_file"] if files is None else list(files),
+        pretrain_transform(config),
         image_root=config.get("image_root"),
-        max_words=config.get("max_words", 30),
-        max_pixels=config.get("max_image_pixels", DEFAULT_MAX_PIXELS),
-        seed=config.get("seed", 0),
-        hflip=config.get("hflip", 0.0),
+        **sample_settings(config),
     )
 
 
@@ -375,7 +412,7 @@ class PretrainCollator:
 
 
 def build_pretrain_loader(
-    dataset: PretrainDataset,
+    dataset: Dataset,
     *,
     batch_size: int,
     num_workers: int,
@@ -383,12 +420,14 @@ def build_pretrain_loader(
     pin_memory: bool = False,
     tokenizer: Any = None,
     max_length: int = 30,
+    sampler: ResumableDistributedSampler | None = None,
 ) -> ResumableLoader:
     """Training loader: resumable sharded sampler (drop_last), full batches only, skip records kept.
 
     Call ``loader.set_epoch(epoch)`` before iterating each epoch (and ``loader.load_state_dict``
     before the first one when resuming). With a ``tokenizer``, batches also carry
-    ``text_ids``/``text_atts`` (:class:`PretrainCollator`).
+    ``text_ids``/``text_atts`` (:class:`PretrainCollator`). ``sampler``: another order (e.g. the
+    shard streaming order of :mod:`data.shards.dataset`); it must yield ``(index, epoch)`` pairs.
     """
     return ResumableLoader(
         dataset,
@@ -397,4 +436,5 @@ def build_pretrain_loader(
         seed=seed,
         pin_memory=pin_memory,
         collate_fn=collate_pretrain if tokenizer is None else PretrainCollator(tokenizer, max_length),
+        sampler=sampler,
     )

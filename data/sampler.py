@@ -137,14 +137,17 @@ class ResumableDistributedSampler(Sampler):
         self._pending = (self.epoch, offset)
 
     # -- iteration ---------------------------------------------------------
-    def _rank_indices(self) -> torch.Tensor:
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The epoch's global order of dataset indices (all ranks); subclasses define other orders."""
         # Tensors, not Python lists: a 15M-record epoch is 120 MB of int64 instead of ~1 GB of ints.
         if self.shuffle:
             g = torch.Generator()
-            g.manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.dataset_len, generator=g)
-        else:
-            order = torch.arange(self.dataset_len)
+            g.manual_seed(self.seed + epoch)
+            return torch.randperm(self.dataset_len, generator=g)
+        return torch.arange(self.dataset_len)
+
+    def _rank_indices(self) -> torch.Tensor:
+        order = self.epoch_order(self.epoch)
         rest = order[self.start :]
         if self.drop_last:
             rest = rest[: len(rest) // self.num_replicas * self.num_replicas]

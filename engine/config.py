@@ -130,6 +130,8 @@ class Schema:
     keys: tuple[Key, ...]
     unsupported: Mapping[str, str] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)  # BLIP key -> our key, same meaning
+    # Rules between keys (e.g. one data source): the validated config -> what is wrong, or None.
+    check: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def __iter__(self):
         return iter(self.keys)
@@ -348,6 +350,10 @@ def validate_config(
             errors.extend(f"{where}: {item}" for item in problem)
         elif problem:
             errors.append(f"{where}: key {key.name!r} {problem}")
+    if not errors and schema.check is not None:  # cross-key rules, once every key is valid on its own
+        problem = schema.check(out)
+        if problem:
+            errors.append(f"{origin}: {problem}")
     if errors:
         raise ConfigError("\n".join(errors) if len(errors) == 1 else
                           f"{len(errors)} problems in {origin}:\n" + "\n".join(f"  {e}" for e in errors))

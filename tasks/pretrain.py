@@ -7,11 +7,14 @@ zero-shot ITC retrieval check on ``eval_file``, printed next to chance.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import torch
 
+from data.laion_parts import LaionPartsData
 from data.pretrain_dataset import build_pretrain_dataset, build_pretrain_loader
+from data.shards.dataset import ShardTrainingData, build_shard_training_data
 from data.retrieval_dataset import RetrievalEvalDataset
 from data.transforms import build_image_transform
 from engine.config import ENGINE_KEYS, Key, Schema
@@ -23,14 +26,45 @@ from tasks.common import build_task_model, image_keys, model_keys
 
 __all__ = ["PRETRAIN_SCHEMA", "PretrainTask", "alpha_at", "small_eval_warning", "run_pretraining"]
 
-_REQUIRED = object()
+
+
+def positive_weights_problem(weights: list[float]) -> str | None:
+    return None if all(w > 0 for w in weights) else f"must all be > 0, got {weights}"
+
+
+def data_source_problem(config: Mapping[str, Any]) -> str | None:
+    """One source of training data: JSON lists (train_file, optionally laion_path) or prepared shards."""
+    json_keys = [k for k in ("train_file", "laion_path") if config.get(k)]
+    if config["train_shards"]:
+        if json_keys:
+            return (f"give train_shards or {' and '.join(json_keys)}, not both; to train on both, prepare the JSON "
+                    "lists into shards too (python -m data.prepare shards LIST.json --out DIR) and list every "
+                    "manifest in train_shards")
+        weights = config.get("shard_weights")
+        if weights is not None and len(weights) != len(config["train_shards"]):
+            return (f"shard_weights has {len(weights)} weight(s) for {len(config['train_shards'])} train_shards "
+                    "manifest(s); give one per manifest, in the same order")
+        return None
+    if not json_keys:
+        return ("no training data: set train_file (JSON lists), laion_path (BLIP's folder of JSON list parts) "
+                "or train_shards (manifests of python -m data.prepare)")
+    shard_only = [k for k in ("shard_weights", "epoch_samples") if config.get(k) is not None]
+    if shard_only:
+        return f"{' and '.join(shard_only)} apply to train_shards only, which is not set"
+    return None
 
 PRETRAIN_SCHEMA = Schema(
     name="pretrain",
     keys=(
         # data
-        Key("train_file", "list[str]", _REQUIRED, "BLIP pretrain JSON list file(s) of {image, caption, ...}; a single path is accepted too.", required=True, path="input"),
+        Key("train_file", "list[str]", [], "BLIP pretrain JSON list file(s) of {image, caption, ...}; a single path is accepted too. Give train_file (with or without laion_path) or train_shards.", path="input"),
+        Key("laion_path", "str", None, "BLIP's laion_path: a folder of JSON list parts; epoch e trains on all of train_file plus part e mod n (parts sorted by name); null or '' (BLIP's default): none.", nullable=True, path="input"),
         Key("image_root", "str", None, "Folder that relative image paths resolve against; null: each JSON file's own folder.", nullable=True, path="input"),
+        Key("train_shards", "list[str]", [], "Prepared shard manifests (python -m data.prepare), one per source, instead of train_file and laion_path.", path="input"),
+        Key("shard_weights", "list[float]", None, "train_shards only: mixing weight per manifest (same order); null: every sample once per epoch.", nullable=True, check=positive_weights_problem),
+        Key("epoch_samples", "int", None, "train_shards only: samples per epoch over all ranks; null: all samples of the manifests.", nullable=True, minimum=1),
+        Key("shard_lanes", "int", 64, "train_shards only: places in the data a global batch draws from (the shards read at once per rank: lanes / world size).", minimum=1),
+        Key("shuffle_buffer", "int", 10000, "train_shards only: samples shuffled together inside each lane (a block shuffle; more: better mixing, more shards open).", minimum=1),
         Key("max_words", "int", 30, "Captions are cut to this many words after BLIP's pre_caption cleaning.", minimum=1),
         *image_keys(224, [0.2, 1.0]),
         Key("eval_file", "str", None, "Optional retrieval-format test list [{image, caption: [...]}] for a quick ITC recall eval after each epoch.", nullable=True, path="input"),
@@ -40,9 +74,7 @@ PRETRAIN_SCHEMA = Schema(
         )),
         *ENGINE_KEYS,
     ),
-    unsupported={
-        "laion_path": "BLIP's LAION-115M webdataset shards are not supported; list the data in train_file",
-    },
+    check=data_source_problem,
 )
 
 
@@ -65,6 +97,25 @@ def small_eval_warning(chance: Mapping[str, float], where: str) -> str | None:
             "use a larger evaluation set")
 
 
+def data_source_message(config: Mapping[str, Any], data: TrainData) -> str:
+    """One log line: where the training samples come from."""
+    if isinstance(data, ShardTrainingData):
+        manifests = data.dataset.manifests
+        shards = sum(len(m.shards) for m in manifests)
+        weights = config["shard_weights"]
+        sources = ", ".join(f"{m.source} ({sum(s.samples for s in m.shards)} samples"
+                            + (f", weight {weights[i]:g})" if weights else ")") for i, m in enumerate(manifests))
+        return (f"training data: {shards} shard(s) of {len(manifests)} source(s): {sources}; "
+                f"{data.samples_per_epoch} samples per epoch, {config['shard_lanes']} lanes, "
+                f"shuffle_buffer {config['shuffle_buffer']}")
+    if isinstance(data, LaionPartsData):
+        names = ", ".join(p.name for p in data.parts)
+        return (f"training data: {len(config['train_file'])} train_file list(s) plus laion_path "
+                f"{config['laion_path']}: {len(data.parts)} part(s) ({names}); epoch e uses part e mod "
+                f"{len(data.parts)}")
+    return f"training data: {len(config['train_file'])} train_file list(s)"
+
+
 class PretrainTask:
     """What the engine needs for pretraining (see ``engine/task.py``)."""
 
@@ -81,20 +132,27 @@ class PretrainTask:
         return model
 
     def build_train_data(self, config: Mapping[str, Any], device: torch.device) -> TrainData:
-        dataset = build_pretrain_dataset(config)
+        """JSON lists (train_file), plus BLIP's per-epoch laion_path part, or prepared shards (train_shards)."""
+        tokenizer = getattr(self, "_tokenizer", None) or load_tokenizer(config["tokenizer"])
+        loader_args = dict(batch_size=config["batch_size"], num_workers=config["num_workers"], seed=config["seed"],
+                           pin_memory=device.type == "cuda", tokenizer=tokenizer, max_length=config["max_length"])
+        if config["train_shards"]:
+            data: TrainData = build_shard_training_data(config, tokenizer=tokenizer,
+                                                        pin_memory=loader_args["pin_memory"])
+        elif config["laion_path"]:
+            data = LaionPartsData(config["train_file"], config["laion_path"],
+                                  functools.partial(build_pretrain_dataset, config), **loader_args)
+        else:
+            data = build_pretrain_loader(build_pretrain_dataset(config), **loader_args)
         if config.get("eval_file"):  # read now: a broken evaluation file fails before any training
             self._eval_set = RetrievalEvalDataset(
                 config["eval_file"], build_image_transform("test", config["image_size"]),
                 image_root=config.get("image_root"), max_words=config["max_words"],
                 max_pixels=config["max_image_pixels"])
-        return build_pretrain_loader(
-            dataset, batch_size=config["batch_size"], num_workers=config["num_workers"], seed=config["seed"],
-            pin_memory=device.type == "cuda", tokenizer=getattr(self, "_tokenizer", None) or load_tokenizer(config["tokenizer"]),
-            max_length=config["max_length"],
-        )
+        return data
 
     def setup_messages(self, config: Mapping[str, Any], data: TrainData) -> list[str]:
-        messages = []
+        messages = [data_source_message(config, data)]
         if self._eval_set is not None:
             chance = chance_recall(self._eval_set.img2txt, len(self._eval_set.texts))
             warning = small_eval_warning(chance, f"eval_file {config['eval_file']} ({len(self._eval_set)} images)")

@@ -39,7 +39,7 @@ def write_tokenizer(folder: Path) -> Path:
 
 def tiny_pretrain_config(tmp_path: Path, **overrides) -> dict:
     """A validated config for a seconds-long CPU run (4 steps per epoch with 16 pairs)."""
-    train = overrides.pop("train_file", None) or str(write_tiny_dataset(tmp_path / "data"))
+    train = overrides.pop("train_file") if "train_file" in overrides else str(write_tiny_dataset(tmp_path / "data"))
     values = {
         "train_file": [train] if isinstance(train, str) else train,
         "tokenizer": str(write_tokenizer(tmp_path)),
