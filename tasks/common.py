@@ -98,3 +98,22 @@ def build_task_model(kind: str, config: Mapping[str, Any], device: torch.device)
                 f"(vit, med_config, embed_dim, tokenizer):\n{report.summary()}"
             )
     return model.to(device)
+
+
+def tokenizer_fit_warning(tokenizer: Any, data: Any, max_length: int, sample: int = 2000) -> str | None:
+    """``models.tokenizer.tokenizer_report`` on up to ``sample`` training captions, evenly spread.
+
+    A tokenizer trained on other text (the demo's, on real PubMed captions) splits medical words into
+    letters and cuts long captions; that trains badly without any error, so the run says so at start.
+    ``data`` is the engine's training data; sources that cannot list captions cheaply (shards) are skipped.
+    """
+    from models.tokenizer import tokenizer_report
+
+    dataset = getattr(data, "dataset", None)
+    caption = getattr(dataset, "caption", None)
+    if caption is None or not len(dataset):
+        return None
+    step = max(1, len(dataset) // sample)
+    captions = [caption(i) for i in range(0, len(dataset), step)][:sample]
+    _, warning = tokenizer_report(tokenizer, captions, max_length)
+    return warning

@@ -22,7 +22,7 @@ from engine.task import StepContext, TrainData
 from models.blip_pretrain import BlipPretrain
 from models.tokenizer import load_tokenizer
 from models.retrieval_eval import EVAL_MAX_LENGTH, chance_recall, evaluate_retrieval
-from tasks.common import build_task_model, image_keys, model_keys
+from tasks.common import build_task_model, image_keys, model_keys, tokenizer_fit_warning
 
 __all__ = ["PRETRAIN_SCHEMA", "PretrainTask", "alpha_at", "small_eval_warning", "run_pretraining"]
 
@@ -153,6 +153,9 @@ class PretrainTask:
 
     def setup_messages(self, config: Mapping[str, Any], data: TrainData) -> list[str]:
         messages = [data_source_message(config, data)]
+        fit = tokenizer_fit_warning(self._tokenizer, data, config["max_length"])
+        if fit:
+            messages.append(fit)
         if self._eval_set is not None:
             chance = chance_recall(self._eval_set.img2txt, len(self._eval_set.texts))
             warning = small_eval_warning(chance, f"eval_file {config['eval_file']} ({len(self._eval_set)} images)")

@@ -40,7 +40,7 @@ from engine.distributed import (
 from engine.task import StepContext, TrainData
 from models.blip_retrieval import BlipRetrieval
 from models.retrieval_eval import chance_recall, describe, evaluate_retrieval
-from tasks.common import build_task_model, image_keys, model_keys
+from tasks.common import build_task_model, image_keys, model_keys, tokenizer_fit_warning
 from tasks.pretrain import small_eval_warning
 from utils.atomic import atomic_open, atomic_write_text
 from utils.errors import ConfigError, DatasetError
@@ -175,7 +175,8 @@ class RetrievalTask:
         )
 
     def setup_messages(self, config: Mapping[str, Any], data: TrainData) -> list[str]:
-        messages = []
+        fit = tokenizer_fit_warning(self._tokenizer, data, config["max_length"])
+        messages = [fit] if fit else []
         for split, dataset in (("val", self._val), ("test", self._test)):
             if dataset is not None:
                 chance = chance_recall(dataset.img2txt, len(dataset.texts))

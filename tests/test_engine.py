@@ -197,3 +197,16 @@ def test_loss_curves_have_a_panel_per_loss_lr_grad_norm_recall_and_resume_marks(
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     steps, epochs = engine.logger.read_log(log)
     assert len(steps) == 20 and len(epochs) == 1  # the event line is neither
+
+
+# -- issue 14 #3: a tokenizer that does not fit the captions is reported at start -------------------
+
+def test_a_tokenizer_that_spells_out_the_captions_is_reported(tmp_path, capsys):
+    train = write_tiny_dataset(tmp_path / "data", n=8)
+    records = json.loads(train.read_text())
+    for record in records:
+        record["caption"] = "hemangioblastoma with pneumocephalus and leptomeningeal enhancement"
+    train.write_text(json.dumps(records))
+    run_pretraining(tiny_pretrain_config(tmp_path, train_file=str(train), max_epoch=1))
+    out = capsys.readouterr().out
+    assert "hemangioblastoma" in out and "tokenizer" in out.lower()
