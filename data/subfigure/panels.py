@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from data.subfigure.seams import split_touching
+
 __all__ = ["Box", "detect_panels", "reading_order", "estimate_background"]
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1/y1 exclusive), original pixels
@@ -350,7 +352,9 @@ def _panels_for_background(rgb: np.ndarray, background: np.ndarray, scale: float
         work_rgb = rgb
     cutter = _Cutter(fg_any, fg_major, work_rgb, background)
     leaves = cutter.cut((0, 0, work_size[0], work_size[1]))
-    return _merge_fragments(leaves, work_size[0], work_size[1])
+    panels = _merge_fragments(leaves, work_size[0], work_size[1])
+    # Panels that touch (no gutter): separator lines and seams inside the XY-cut's panels.
+    return split_touching(np.ascontiguousarray(work_rgb), panels, background)
 
 
 def detect_panels(image: Image.Image | np.ndarray) -> list[Box]:
