@@ -52,7 +52,7 @@ _BOLD_TAG = re.compile(
 )
 
 # Parenthesised list, optionally followed by a short remark: "(B, arrowheads)".
-_PAREN = re.compile(r"\(\s*(" + _LIST + r")\s*\.?\s*(?:[,;]\s*[^()]{1,40}?)?\s*\)")
+_PAREN = re.compile(r"\(\s*(" + _LIST + r")\s*\.?\s*(?:[,;:]\s*[^()]{1,40}?)?\s*\)")
 _BOLD = re.compile(_BOLD_OPEN + r"(" + _LIST + r")" + _BOLD_CLOSE + r"\s*[.:)]?")
 # Sentence-initial with punctuation: "A)", "A.", "A:", "A -", "A and B:"; the
 # punctuation must be followed by a space or the end.

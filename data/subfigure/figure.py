@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from data.image_io import open_image
+from data.subfigure.labels import caption_accepts, choose_labels
 from data.subfigure.ocr import LabelCandidate, get_reader
 from data.subfigure.panels import Box, detect_panels
 
@@ -21,8 +23,9 @@ class Panel:
 
     ``box`` is (x0, y0, x1, y1) in image pixels (x1/y1 exclusive); ``label`` is
     the OCR'd panel label ("A", "b", "3", "iv") or ``None``; ``confidence`` is
-    the recogniser's confidence in it (0.0 without a label). ``candidates``
-    holds every reading, best first, for matching against a caption.
+    the evidence for it (recogniser confidence x closeness to the corner x
+    caption match; 0.0 without a label). ``candidates`` holds the chosen
+    reading, for matching against a caption.
     """
 
     box: Box
@@ -31,12 +34,18 @@ class Panel:
     candidates: tuple[LabelCandidate, ...] = field(default=(), repr=False, compare=False)
 
 
-def split_figure(image: Image.Image | str | Path, *, ocr: bool = True) -> list[Panel]:
+def split_figure(
+    image: Image.Image | str | Path, *, ocr: bool = True, labels: Sequence[str] | None = None
+) -> list[Panel]:
     """Panels of a figure in reading order; a figure without visible panels gives one whole-image panel.
 
     ``image`` is a PIL image or a path (opened with :func:`data.image_io.open_image`,
     so a missing, truncated, non-image or oversized file raises
     :class:`data.image_io.ImageError`). ``ocr=False`` skips label reading.
+    ``labels`` are the labels the caption names (with sub-labels, see
+    :func:`data.subfigure.labels.caption_units`): only those are accepted as
+    panel labels. Without them any label-shaped reading may be chosen. Either
+    way the chosen labels increase along the panels and sit near a corner.
     """
     if not isinstance(image, Image.Image):
         image = open_image(image)
@@ -44,8 +53,9 @@ def split_figure(image: Image.Image | str | Path, *, ocr: bool = True) -> list[P
     boxes = detect_panels(rgb)
     if len(boxes) < 2 or not ocr:
         return [Panel(box, None, 0.0) for box in boxes]
-    readings = get_reader().read(rgb, boxes)
+    readings = get_reader().read(rgb, boxes, caption_accepts(labels) if labels else None)
+    chosen = choose_labels(readings, boxes, labels)
     return [
-        Panel(box, cands[0].label if cands else None, cands[0].confidence if cands else 0.0, tuple(cands))
-        for box, cands in zip(boxes, readings)
+        Panel(box, pick.label if pick else None, pick.confidence if pick else 0.0, (pick,) if pick else ())
+        for box, pick in zip(boxes, chosen)
     ]

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -54,8 +54,12 @@ DETECT_SIDE = 288
 # A window never exceeds this share of its panel's short side.
 WINDOW_PANEL_FRACTION = 0.45
 WINDOW_MIN = 48
+# Top windows reach this share of the figure's short side above the panel box.
+OUTSIDE_FRACTION = 0.0
 # Text boxes recognised per window (nearest to the corner first).
-CANDIDATES_PER_WINDOW = 3
+CANDIDATES_PER_WINDOW = 4
+# Glyph groups this far apart (x their height) are also offered joined: "b" "2" -> "b2".
+LOOSE_GAP = 1.0
 # Corners are probed on this many panels; probing stops at a corner whose labels
 # sum to this confidence per probed panel and mostly increase in reading order.
 PROBE_PANELS = 3
@@ -79,6 +83,7 @@ class LabelCandidate:
     confidence: float
     corner: str
     distance: float
+    box: tuple[int, int, int, int] | None = None  # where the reading is, in figure pixels (when known)
 
 
 def parse_label(text: str) -> str | None:
@@ -137,14 +142,17 @@ class LabelReader:
 
     @staticmethod
     def _window(box: Box, corner: str, fig_w: int, fig_h: int) -> Box:
+        """A square window at ``corner`` of ``box``; top windows reach OUTSIDE_FRACTION of the figure
+        above it (labels printed in the gutter above the panel, which the cutter may not have merged)."""
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
         side = max(WINDOW_MIN, WINDOW_FRACTION * min(fig_w, fig_h))
         side = int(min(side, WINDOW_PANEL_FRACTION * min(w, h) if min(w, h) > 2 * WINDOW_MIN else min(w, h)))
         side = max(8, side)
+        out = int(OUTSIDE_FRACTION * min(fig_w, fig_h)) if corner in ("tl", "tr") else 0
         left = x0 if corner in ("tl", "bl") else x1 - side
-        top = y0 if corner in ("tl", "tr") else y1 - side
-        return (max(0, left), max(0, top), min(fig_w, left + side), min(fig_h, top + side))
+        top = y0 - out if corner in ("tl", "tr") else y1 - side
+        return (max(0, left), max(0, top), min(fig_w, left + side), min(fig_h, top + side + out))
 
     def _detect(self, window: np.ndarray) -> list[Box]:
         """Text boxes in a window (window coordinates), nearest-first is up to the caller."""
@@ -163,27 +171,30 @@ class LabelReader:
         results, _ = self._engine.text_rec([np.ascontiguousarray(c[:, :, ::-1]) for c in crops])
         return [(str(text), float(score)) for text, score, *_ in results]
 
-    def _recognise_boxes(
-        self, items: list[tuple[int, float, np.ndarray]], corner: str, out: list[list[LabelCandidate]]
-    ) -> None:
-        """Recognise (window index, distance, crop) items; parsed labels go to ``out[index]``."""
-        results = self._recognise([crop for _, _, crop in items])
-        for (k, dist, _), (text, score) in zip(items, results):
+    def _recognise_boxes(self, items: list[tuple], corner: str, out: list[list[LabelCandidate]]) -> None:
+        """Recognise (window index, distance, crop, box in figure pixels) items; labels go to ``out[index]``."""
+        results = self._recognise([item[2] for item in items])
+        for (k, dist, _, where), (text, score) in zip(items, results):
             label = parse_label(text)
             if label is not None:
-                out[k].append(LabelCandidate(label, score, corner, dist))
+                out[k].append(LabelCandidate(label, score, corner, dist, where))
 
-    def _glyph_stage(self, windows: list[np.ndarray], corner: str, out: list[list[LabelCandidate]]) -> None:
+    def _glyph_stage(self, windows: list[np.ndarray], origins: list[tuple[int, int]], corner: str,
+                     out: list[list[LabelCandidate]]) -> None:
         items = []
         for k, window in enumerate(windows):
+            ox, oy = origins[k]
             for dist, (gx0, gy0, gx1, gy1) in find_glyph_groups(window, corner)[:CANDIDATES_PER_WINDOW]:
                 pad = max(2, (gy1 - gy0) // 4)
-                items.append((k, dist, window[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]))
+                crop = window[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]
+                items.append((k, dist, crop, (ox + gx0, oy + gy0, ox + gx1, oy + gy1)))
         self._recognise_boxes(items, corner, out)
 
-    def _detector_stage(self, windows: list[np.ndarray], corner: str, out: list[list[LabelCandidate]]) -> None:
+    def _detector_stage(self, windows: list[np.ndarray], origins: list[tuple[int, int]], corner: str,
+                        out: list[list[LabelCandidate]]) -> None:
         items = []
         for k, window in enumerate(windows):
+            ox, oy = origins[k]
             if out[k] or window.shape[0] < 4 or window.shape[1] < 4:
                 continue
             scale = DETECT_SIDE / max(window.shape[:2])
@@ -203,35 +214,40 @@ class LabelReader:
                 pad = max(2, (by1 - by0) // 5)
                 crop = resized[max(0, by0 - pad) : by1 + pad, max(0, bx0 - pad) : bx1 + pad]
                 if crop.size:
-                    items.append((k, dist, crop))
+                    where = tuple(int(round(v / scale)) + o for v, o in zip((bx0, by0, bx1, by1), (ox, oy, ox, oy)))
+                    items.append((k, dist, crop, where))
         self._recognise_boxes(items, corner, out)
 
     def _read_corner(self, rgb: np.ndarray, boxes: Sequence[Box], corner: str) -> list[list[LabelCandidate]]:
         """Candidates per panel at one corner: glyph finder first (cheap), text detector for the rest."""
         fig_h, fig_w = rgb.shape[:2]
-        windows = []
+        windows, origins = [], []
         for box in boxes:
             x0, y0, x1, y1 = self._window(box, corner, fig_w, fig_h)
             windows.append(rgb[y0:y1, x0:x1])
+            origins.append((x0, y0))
         out: list[list[LabelCandidate]] = [[] for _ in boxes]
         if self.backend == "tesseract":
             for k, window in enumerate(windows):
                 out[k] = _tesseract_window(window, corner)
         else:
-            self._glyph_stage(windows, corner, out)
-            self._detector_stage(windows, corner, out)
+            self._glyph_stage(windows, origins, corner, out)
+            self._detector_stage(windows, origins, corner, out)
         return [sorted(c, key=lambda c: (c.distance, -c.confidence)) for c in out]
 
     # ------------------------------------------------------------------ public
 
-    def read(self, rgb: np.ndarray, boxes: Sequence[Box]) -> list[list[LabelCandidate]]:
+    def read(
+        self, rgb: np.ndarray, boxes: Sequence[Box], accept: Callable[[str], bool] | None = None
+    ) -> list[list[LabelCandidate]]:
         """Label candidates per panel box (boxes in reading order), best first.
 
         Corners are probed in turn on the first panels until one gives a
         convincing label sequence (labelled, one scheme, increasing in reading
         order); the best corner is then read for all panels, the other probed
         corners' readings follow as fallbacks, and readings in the figure's
-        dominant scheme go first.
+        dominant scheme go first. ``accept`` (e.g. "the caption names it")
+        drops other readings before the corners are compared.
         """
         rgb = np.asarray(rgb)
         if not boxes:
@@ -242,19 +258,23 @@ class LabelReader:
         scores: dict[str, float] = {}
         with self._lock:  # one onnxruntime call at a time per engine
             for corner in CORNERS:
-                readings[corner] = self._read_corner(rgb, [boxes[i] for i in probe], corner)
+                readings[corner] = _keep(self._read_corner(rgb, [boxes[i] for i in probe], corner), accept)
                 scores[corner], ordered = sequence_score(readings[corner])
                 if scores[corner] >= CONVINCING * len(probe) and ordered >= 0.75:
                     break
             best = max(readings, key=lambda c: scores[c])
             rest = list(range(len(probe), len(boxes)))
-            found = readings[best] + (self._read_corner(rgb, [boxes[i] for i in rest], best) if rest else [])
+            found = readings[best] + (_keep(self._read_corner(rgb, [boxes[i] for i in rest], best), accept) if rest else [])
             # A panel whose label is elsewhere (or was missed) gets the other probed corners' readings.
             for i in probe:
                 for corner in sorted(readings, key=lambda c: -scores[c]):
                     if corner != best:
                         found[i] = found[i] + readings[corner][i]
         return _prefer_dominant_scheme(found)
+
+
+def _keep(found: list[list[LabelCandidate]], accept: Callable[[str], bool] | None) -> list[list[LabelCandidate]]:
+    return found if accept is None else [[c for c in cands if accept(c.label)] for cands in found]
 
 
 def _prefer_dominant_scheme(found: list[list[LabelCandidate]]) -> list[list[LabelCandidate]]:
@@ -386,6 +406,11 @@ def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]
                     merged[-1] = [min(last[0], gl[0]), min(last[1], gl[1]), max(last[2], gl[2]), max(last[3], gl[3])]
                     continue
             merged.append(gl)
+        # A multi-character label ("b2") may be set loosely: also offer each group joined to its right neighbour.
+        for a, b in zip(merged, merged[1:]):
+            height = max(a[3] - a[1], b[3] - b[1])
+            if b[0] - a[2] <= LOOSE_GAP * height and min(a[3], b[3]) - max(a[1], b[1]) >= 0.5 * min(a[3] - a[1], b[3] - b[1]):
+                merged.append([a[0], min(a[1], b[1]), b[2], max(a[3], b[3])])
         for x0, y0, x1, y1 in merged:
             if (x1 - x0) > 4.0 * (y1 - y0):
                 continue
