@@ -12,7 +12,8 @@ from PIL import Image
 from data.image_io import open_image
 from data.subfigure.labels import caption_accepts, choose_labels
 from data.subfigure.ocr import LabelCandidate, get_reader
-from data.subfigure.panels import Box, detect_panels
+from data.subfigure.panels import Box, detect_panels, reading_order
+from data.subfigure.seeds import split_at_labels
 
 __all__ = ["Panel", "split_figure"]
 
@@ -51,11 +52,30 @@ def split_figure(
         image = open_image(image)
     rgb = np.asarray(image.convert("RGB"))
     boxes = detect_panels(rgb)
-    if len(boxes) < 2 or not ocr:
+    expected = _expected_panels(labels) if labels else 0
+    if not ocr or (len(boxes) < 2 and expected < 2):
         return [Panel(box, None, 0.0) for box in boxes]
-    readings = get_reader().read(rgb, boxes, caption_accepts(labels) if labels else None)
+    reader = get_reader()
+    accept = caption_accepts(labels) if labels else None
+    readings = reader.read(rgb, boxes, accept) if len(boxes) > 1 else [[] for _ in boxes]
     chosen = choose_labels(readings, boxes, labels)
+    if labels and len(boxes) < expected:
+        # Fewer panels than the caption names: the labels found inside the boxes seed cuts.
+        seeded = split_at_labels(rgb, boxes, chosen, labels, reader, accept)
+        if len(seeded) > len(boxes):
+            boxes = [seeded[i] for i in reading_order(seeded)]
+            readings = reader.read(rgb, boxes, accept)
+            chosen = choose_labels(readings, boxes, labels)
+    if len(boxes) < 2:
+        return [Panel(box, None, 0.0) for box in boxes]
     return [
         Panel(box, pick.label if pick else None, pick.confidence if pick else 0.0, (pick,) if pick else ())
         for box, pick in zip(boxes, chosen)
     ]
+
+
+def _expected_panels(units: Sequence[str]) -> int:
+    """Panels the caption names: its labels, a label with sub-labels counting once per sub-label."""
+    lowered = [u.lower() for u in units]
+    parents = {u for u in lowered if any(v != u and v.startswith(u) and v[len(u):].isdigit() for v in lowered)}
+    return sum(u not in parents for u in lowered)

@@ -58,6 +58,8 @@ WINDOW_MIN = 48
 OUTSIDE_FRACTION = 0.0
 # Text boxes recognised per window (nearest to the corner first).
 CANDIDATES_PER_WINDOW = 4
+# Glyph groups recognised per region when looking for labels inside merged panels.
+REGION_CANDIDATES = 24
 # Glyph groups this far apart (x their height) are also offered joined: "b" "2" -> "b2".
 LOOSE_GAP = 1.0
 # Corners are probed on this many panels; probing stops at a corner whose labels
@@ -273,6 +275,32 @@ class LabelReader:
         return _prefer_dominant_scheme(found)
 
 
+    def read_region(
+        self, rgb: np.ndarray, box: Box, accept: Callable[[str], bool], min_height: int, max_height: int,
+        limit: int = REGION_CANDIDATES,
+    ) -> list[LabelCandidate]:
+        """Label-like glyph groups anywhere inside ``box`` (not only at its corners) that ``accept`` takes.
+
+        Used to find the labels of panels that the cutter left merged, so their positions can seed cuts.
+        Groups are kept by size (``min_height`` .. ``max_height`` pixels), nearest the top left first.
+        """
+        x0, y0, x1, y1 = box
+        region = np.asarray(rgb)[y0:y1, x0:x1]
+        groups = [
+            (d, g) for d, g in find_glyph_groups(region, "tl", max_side=max_height)
+            if min_height <= g[3] - g[1] <= max_height
+        ][:limit]
+        items = []
+        for dist, (gx0, gy0, gx1, gy1) in groups:
+            pad = max(2, (gy1 - gy0) // 4)
+            crop = region[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]
+            items.append((0, dist, crop, (x0 + gx0, y0 + gy0, x0 + gx1, y0 + gy1)))
+        out: list[list[LabelCandidate]] = [[]]
+        with self._lock:
+            self._recognise_boxes(items, "tl", out)
+        return [c for c in out[0] if accept(c.label)]
+
+
 def _keep(found: list[list[LabelCandidate]], accept: Callable[[str], bool] | None) -> list[list[LabelCandidate]]:
     return found if accept is None else [[c for c in cands if accept(c.label)] for cands in found]
 
@@ -357,7 +385,7 @@ def sequence_score(readings: list[list[LabelCandidate]]) -> tuple[float, float]:
     return total * (0.4 + 0.3 * ordered + 0.3 * placed), ordered
 
 
-def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]]:
+def find_glyph_groups(window: np.ndarray, corner: str, max_side: int | None = None) -> list[tuple[float, Box]]:
     """Boxes of glyph-like ink groups in a corner window, nearest to ``corner`` first.
 
     Panel labels are solid black, white or yellow characters on a contrasting
@@ -380,7 +408,10 @@ def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask_u8, connectivity=8)
         glyphs = []
         for x, y, gw, gh, area in stats[1:n]:
-            if not (0.06 * side <= gh <= 0.75 * side) or gw > 1.6 * gh:
+            if max_side is not None:
+                if not (0.25 * max_side <= gh <= max_side) or gw > 1.6 * gh:
+                    continue
+            elif not (0.06 * side <= gh <= 0.75 * side) or gw > 1.6 * gh:
                 continue
             fill = area / float(gw * gh)
             # Strokes leave most of a glyph's box empty; only bar-shaped glyphs (I, l, 1) are nearly solid.
