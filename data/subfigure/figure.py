@@ -51,8 +51,8 @@ def split_figure(
     if not isinstance(image, Image.Image):
         image = open_image(image)
     rgb = np.asarray(image.convert("RGB"))
-    boxes = detect_panels(rgb)
     expected = _expected_panels(labels) if labels else 0
+    boxes = detect_panels(rgb, expected or None)
     if not ocr or (len(boxes) < 2 and expected < 2):
         return [Panel(box, None, 0.0) for box in boxes]
     reader = get_reader()

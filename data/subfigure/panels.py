@@ -353,7 +353,9 @@ def reading_order(boxes: list[Box], by_columns: bool = False) -> list[int]:
     return order
 
 
-def _panels_for_background(rgb: np.ndarray, background: np.ndarray, scale: float, work_size: tuple[int, int]) -> list[Box]:
+def _panels_for_background(
+    rgb: np.ndarray, background: np.ndarray, scale: float, work_size: tuple[int, int], expected: int | None = None
+) -> list[Box]:
     """XY-cut + fragment merging with one assumed background colour (work coordinates)."""
     channels = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), tuple(float(v) for v in background) + (0.0,)))
     diff = cv2.max(cv2.max(channels[0], channels[1]), channels[2])
@@ -369,8 +371,10 @@ def _panels_for_background(rgb: np.ndarray, background: np.ndarray, scale: float
     leaves = cutter.cut((0, 0, work_size[0], work_size[1]))
     panels = _merge_fragments(leaves, work_size[0], work_size[1])
     # Panels that touch (no gutter): separator lines and seams inside the XY-cut's panels.
-    panels = split_touching(np.ascontiguousarray(work_rgb), panels, background)
-    return _attach_outside_labels(fg_any, panels)
+    split = split_touching(np.ascontiguousarray(work_rgb), panels, background)
+    if expected and abs(len(panels) - expected) < abs(len(split) - expected):
+        split = panels  # the caption's panel count says the seams cut inside panels
+    return _attach_outside_labels(fg_any, split)
 
 
 def _attach_outside_labels(fg: np.ndarray, panels: list[Box]) -> list[Box]:
@@ -402,10 +406,12 @@ def _attach_outside_labels(fg: np.ndarray, panels: list[Box]) -> list[Box]:
     return out
 
 
-def detect_panels(image: Image.Image | np.ndarray) -> list[Box]:
+def detect_panels(image: Image.Image | np.ndarray, expected: int | None = None) -> list[Box]:
     """Panel boxes of a figure (original pixel coordinates) in reading order.
 
     A figure without visible gaps comes back as one box: the whole image.
+    ``expected`` is the number of panels the caption names, if known: cuts at
+    seams inside panels are dropped when the plain cut matches it better.
     """
     rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
     if rgb.ndim == 2:
@@ -418,11 +424,11 @@ def detect_panels(image: Image.Image | np.ndarray) -> list[Box]:
     work_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     step = max(1, max(height, width) // 400)
     background = estimate_background(rgb[::step, ::step])
-    panels = _panels_for_background(rgb, background, scale, work_size)
+    panels = _panels_for_background(rgb, background, scale, work_size, expected)
     if float(np.mean(background)) < 64:
         # Dark "background" may be the black surround of MR/CT/ultrasound panels
         # on a white page whose gaps are narrow: try white and keep the finer split.
-        white = _panels_for_background(rgb, np.array([255.0, 255.0, 255.0]), scale, work_size)
+        white = _panels_for_background(rgb, np.array([255.0, 255.0, 255.0]), scale, work_size, expected)
         if len(white) > len(panels):
             panels = white
     if len(panels) <= 1:
