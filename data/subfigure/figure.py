@@ -59,9 +59,11 @@ def split_figure(
     accept = caption_accepts(labels) if labels else None
     readings = reader.read(rgb, boxes, accept) if len(boxes) > 1 else [[] for _ in boxes]
     chosen = choose_labels(readings, boxes, labels)
-    if labels and len(boxes) < expected:
-        # Fewer panels than the caption names: the labels found inside the boxes seed cuts.
-        seeded = split_at_labels(rgb, boxes, chosen, labels, reader, accept)
+    seeds_for = list(labels) if labels else _implied_labels(chosen)
+    if seeds_for and len(boxes) < _expected_panels(seeds_for):
+        # Fewer panels than the caption names (or than the labels found imply, A, B, D -> C is
+        # missing): the labels found inside the boxes seed cuts.
+        seeded = split_at_labels(rgb, boxes, chosen, seeds_for, reader, accept or caption_accepts(seeds_for))
         if len(seeded) > len(boxes):
             boxes = [seeded[i] for i in reading_order(seeded)]
             readings = reader.read(rgb, boxes, accept)
@@ -79,3 +81,14 @@ def _expected_panels(units: Sequence[str]) -> int:
     lowered = [u.lower() for u in units]
     parents = {u for u in lowered if any(v != u and v.startswith(u) and v[len(u):].isdigit() for v in lowered)}
     return sum(u not in parents for u in lowered)
+
+
+def _implied_labels(chosen: Sequence[LabelCandidate | None]) -> list[str]:
+    """Without a caption: the letters from "a" to the last label read, when two or more were read
+    ("A", "B", "D" imply a panel C)."""
+    letters = [c.label for c in chosen if c is not None and len(c.label) == 1 and c.label.isalpha()]
+    if len(letters) < 2 or len({x.isupper() for x in letters}) > 1:
+        return []
+    first = "A" if letters[0].isupper() else "a"
+    last = max(letters, key=lambda x: x.lower())
+    return [chr(c) for c in range(ord(first), ord(last) + 1)]

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import cv2
@@ -54,10 +54,10 @@ DETECT_SIDE = 288
 # A window never exceeds this share of its panel's short side.
 WINDOW_PANEL_FRACTION = 0.45
 WINDOW_MIN = 48
-# Top windows reach this share of the figure's short side above the panel box.
-OUTSIDE_FRACTION = 0.0
 # Text boxes recognised per window (nearest to the corner first).
 CANDIDATES_PER_WINDOW = 4
+# Labels are at least this share of the figure's short side tall (tick values and units are smaller).
+MIN_LABEL_HEIGHT = 0.012
 # Glyph groups recognised per region when looking for labels inside merged panels.
 REGION_CANDIDATES = 24
 # Glyph groups this far apart (x their height) are also offered joined: "b" "2" -> "b2".
@@ -139,22 +139,20 @@ class LabelReader:
         if self.backend is None:
             raise OCRUnavailable(f"unknown OCR backend {backend!r}")
         self._lock = threading.Lock()
+        self._min_height = 4
 
     # ------------------------------------------------------------------ windows
 
     @staticmethod
     def _window(box: Box, corner: str, fig_w: int, fig_h: int) -> Box:
-        """A square window at ``corner`` of ``box``; top windows reach OUTSIDE_FRACTION of the figure
-        above it (labels printed in the gutter above the panel, which the cutter may not have merged)."""
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
         side = max(WINDOW_MIN, WINDOW_FRACTION * min(fig_w, fig_h))
         side = int(min(side, WINDOW_PANEL_FRACTION * min(w, h) if min(w, h) > 2 * WINDOW_MIN else min(w, h)))
         side = max(8, side)
-        out = int(OUTSIDE_FRACTION * min(fig_w, fig_h)) if corner in ("tl", "tr") else 0
         left = x0 if corner in ("tl", "bl") else x1 - side
-        top = y0 - out if corner in ("tl", "tr") else y1 - side
-        return (max(0, left), max(0, top), min(fig_w, left + side), min(fig_h, top + side + out))
+        top = y0 if corner in ("tl", "tr") else y1 - side
+        return (max(0, left), max(0, top), min(fig_w, left + side), min(fig_h, top + side))
 
     def _detect(self, window: np.ndarray) -> list[Box]:
         """Text boxes in a window (window coordinates), nearest-first is up to the caller."""
@@ -186,7 +184,8 @@ class LabelReader:
         items = []
         for k, window in enumerate(windows):
             ox, oy = origins[k]
-            for dist, (gx0, gy0, gx1, gy1) in find_glyph_groups(window, corner)[:CANDIDATES_PER_WINDOW]:
+            groups = [g for g in find_glyph_groups(window, corner) if g[1][3] - g[1][1] >= self._min_height]
+            for dist, (gx0, gy0, gx1, gy1) in groups[:CANDIDATES_PER_WINDOW]:
                 pad = max(2, (gy1 - gy0) // 4)
                 crop = window[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]
                 items.append((k, dist, crop, (ox + gx0, oy + gy0, ox + gx1, oy + gy1)))
@@ -208,6 +207,8 @@ class LabelReader:
                 bw, bh = bx1 - bx0, by1 - by0
                 if bh <= 0 or bw / bh > 4.0 or bh > 0.7 * side:  # labels are short
                     continue
+                if bh / scale < self._min_height:  # tick values and units are set smaller than labels
+                    continue
                 cx = bx0 if corner in ("tl", "bl") else resized.shape[1] - bx1
                 cy = by0 if corner in ("tl", "tr") else resized.shape[0] - by1
                 ranked.append((float(np.hypot(cx, cy)) / side, (bx0, by0, bx1, by1)))
@@ -223,6 +224,7 @@ class LabelReader:
     def _read_corner(self, rgb: np.ndarray, boxes: Sequence[Box], corner: str) -> list[list[LabelCandidate]]:
         """Candidates per panel at one corner: glyph finder first (cheap), text detector for the rest."""
         fig_h, fig_w = rgb.shape[:2]
+        self._min_height = max(4, int(MIN_LABEL_HEIGHT * min(fig_w, fig_h)))
         windows, origins = [], []
         for box in boxes:
             x0, y0, x1, y1 = self._window(box, corner, fig_w, fig_h)
@@ -235,6 +237,10 @@ class LabelReader:
         else:
             self._glyph_stage(windows, origins, corner, out)
             self._detector_stage(windows, origins, corner, out)
+            # Distances from the panel's own corner, in window sides.
+            for k, box in enumerate(boxes):
+                side = float(max(windows[k].shape[:2]) or 1)
+                out[k] = [replace(c, distance=_corner_distance(c.box, box, corner) / side) if c.box else c for c in out[k]]
         return [sorted(c, key=lambda c: (c.distance, -c.confidence)) for c in out]
 
     # ------------------------------------------------------------------ public
@@ -299,6 +305,13 @@ class LabelReader:
         with self._lock:
             self._recognise_boxes(items, "tl", out)
         return [c for c in out[0] if accept(c.label)]
+
+
+def _corner_distance(where: Box, box: Box, corner: str) -> float:
+    """Pixels from the reading's nearest corner to the panel's ``corner`` (inside or outside the panel)."""
+    dx = abs(where[0] - box[0]) if corner in ("tl", "bl") else abs(box[2] - where[2])
+    dy = abs(where[1] - box[1]) if corner in ("tl", "tr") else abs(box[3] - where[3])
+    return float(np.hypot(dx, dy))
 
 
 def _keep(found: list[list[LabelCandidate]], accept: Callable[[str], bool] | None) -> list[list[LabelCandidate]]:
