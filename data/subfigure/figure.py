@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -11,7 +12,7 @@ from PIL import Image
 
 from data.image_io import open_image
 from data.subfigure.labels import caption_accepts, choose_labels
-from data.subfigure.ocr import LabelCandidate, get_reader
+from data.subfigure.ocr import CORNERS, LabelCandidate, get_reader
 from data.subfigure.panels import Box, detect_panels, reading_order
 from data.subfigure.seeds import split_at_labels
 
@@ -66,8 +67,9 @@ def split_figure(
         seeded = split_at_labels(rgb, boxes, chosen, seeds_for, reader, accept or caption_accepts(seeds_for))
         if len(seeded) > len(boxes):
             boxes = [seeded[i] for i in reading_order(seeded)]
-            readings = reader.read(rgb, boxes, accept)
-            chosen = choose_labels(readings, boxes, labels)
+            corners = Counter(c.corner for c in chosen if c is not None).most_common(1)
+            readings = reader.read(rgb, boxes, accept, corners=[corners[0][0]] if corners else CORNERS)
+            chosen = choose_labels(readings, boxes, seeds_for if not labels else labels)
     if len(boxes) < 2:
         return [Panel(box, None, 0.0) for box in boxes]
     return [

@@ -246,7 +246,8 @@ class LabelReader:
     # ------------------------------------------------------------------ public
 
     def read(
-        self, rgb: np.ndarray, boxes: Sequence[Box], accept: Callable[[str], bool] | None = None
+        self, rgb: np.ndarray, boxes: Sequence[Box], accept: Callable[[str], bool] | None = None,
+        corners: Sequence[str] = CORNERS,
     ) -> list[list[LabelCandidate]]:
         """Label candidates per panel box (boxes in reading order), best first.
 
@@ -255,7 +256,8 @@ class LabelReader:
         order); the best corner is then read for all panels, the other probed
         corners' readings follow as fallbacks, and readings in the figure's
         dominant scheme go first. ``accept`` (e.g. "the caption names it")
-        drops other readings before the corners are compared.
+        drops other readings before the corners are compared; ``corners``
+        limits the corners probed (a figure read before keeps its corner).
         """
         rgb = np.asarray(rgb)
         if not boxes:
@@ -265,7 +267,7 @@ class LabelReader:
         readings: dict[str, list[list[LabelCandidate]]] = {}
         scores: dict[str, float] = {}
         with self._lock:  # one onnxruntime call at a time per engine
-            for corner in CORNERS:
+            for corner in corners:
                 readings[corner] = _keep(self._read_corner(rgb, [boxes[i] for i in probe], corner), accept)
                 scores[corner], ordered = sequence_score(readings[corner])
                 if scores[corner] >= CONVINCING * len(probe) and ordered >= 0.75:

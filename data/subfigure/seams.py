@@ -18,6 +18,7 @@ recursively (grids of touching panels).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 __all__ = ["split_touching", "separator_lines", "seam_strength"]
@@ -46,6 +47,8 @@ BLOCK_SHARE = 0.9
 # Ridge: a line brighter/darker than the pixels two away by RIDGE_STEP on RIDGE_SHARE of its length.
 RIDGE_STEP = 20
 RIDGE_SHARE = 0.75
+# Evidence maps keep at most this many lines (rows for vertical cuts, columns for horizontal ones).
+MAP_LINES = 400
 # Pieces must be at least this share of the region's side (and MIN_PIECE pixels).
 MIN_PIECE_FRACTION = 0.2
 MIN_PIECE = 40
@@ -86,52 +89,104 @@ def separator_lines(gray: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+class _Maps:
+    """Per-pixel seam and ridge evidence of one image, both directions, computed once.
+
+    For a cut across columns (axis 1) the evidence of each row sits in a map
+    whose cumulative sums over rows give any region's share in O(width); the
+    same on the transposed image serves cuts across rows (axis 0). Rows are
+    subsampled to at most MAP_LINES.
+    """
+
+    def __init__(self, rgb: np.ndarray):
+        self.rgb = rgb
+        self.axes: dict[int, dict] = {}  # built on first use: charts never need them
+
+    @staticmethod
+    def _maps(arr: np.ndarray) -> dict:
+        stride = max(1, arr.shape[0] // MAP_LINES)
+        arr = np.ascontiguousarray(arr[::stride], dtype=np.uint8)
+        rows, n = arr.shape[:2]
+        seam = np.zeros((rows, n), np.uint8)
+        bright = np.zeros((rows, n), np.uint8)
+        dark = np.zeros((rows, n), np.uint8)
+        smooth = np.zeros((rows, n), np.uint8)
+
+        def step(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # largest channel difference
+            d = cv2.absdiff(np.ascontiguousarray(a), np.ascontiguousarray(b))
+            return cv2.max(cv2.max(d[..., 0], d[..., 1]), d[..., 2])
+
+        if n >= 2 * SEAM_WINDOW + 12:
+            # Step over two pixels, tolerant of a blurred boundary: near[:, k] spans k..k+2. The local
+            # maximum keeps one position per boundary; the sides must differ a few pixels away too
+            # (a thin line -- a plot's axis -- is a ridge, not a step).
+            near = step(arr[:, 2:], arr[:, :-2])
+            local_max = cv2.dilate(near, np.ones((1, 2 * SEAM_WINDOW + 1), np.uint8))
+            wide = np.zeros_like(near)
+            wide[:, 4 : 4 + n - 10] = step(arr[:, 9:-1], arr[:, 1:-9])
+            hit = (near >= SEAM_STEP) & (near >= local_max) & (wide >= SEAM_STEP // 2)
+            # A boundary before column c shows in near[:, c-2] or near[:, c-1].
+            seam[:, 2 : 1 + hit.shape[1]] = hit[:, :-1] | hit[:, 1:]
+        if n >= 5:
+            gray = cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY).astype(np.int16)
+            mid, left, right = gray[:, 2:-2], gray[:, :-4], gray[:, 4:]
+            bright[:, 2:-2] = (mid - np.maximum(left, right)) >= RIDGE_STEP
+            dark[:, 2:-2] = (np.minimum(left, right) - mid) >= RIDGE_STEP
+        if rows >= 2:
+            smooth[1:] = step(arr[1:], arr[:-1]) <= BLOCK_STEP
+
+        def cum(m: np.ndarray) -> np.ndarray:
+            out = np.zeros((rows + 1, n), np.int32)
+            np.cumsum(m, axis=0, dtype=np.int32, out=out[1:])
+            return out
+
+        return {"stride": stride, "seam": cum(seam), "bright": cum(bright), "dark": cum(dark), "smooth": cum(smooth)}
+
+    def shares(self, box: Box, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """(seam share, ridge share) per position across ``axis`` inside ``box``."""
+        x0, y0, x1, y1 = box
+        if axis not in self.axes:
+            self.axes[axis] = self._maps(self.rgb if axis == 1 else self.rgb.transpose(1, 0, 2))
+        m = self.axes[axis]
+        a0, a1, b0, b1 = (y0, y1, x0, x1) if axis == 1 else (x0, x1, y0, y1)
+        s0 = a0 // m["stride"]
+        s1 = max(s0 + 1, -(-a1 // m["stride"]))
+
+        def share(key: str) -> np.ndarray:
+            return (m[key][s1, b0:b1] - m[key][s0, b0:b1]) / float(s1 - s0)
+
+        seam = share("seam")
+        smooth = share("smooth")
+        n = seam.size
+        # Colour blocks (heat-map cells, bars): both sides of the step are constant along it.
+        blocky = np.zeros(n, bool)
+        if n > 5:
+            blocky[3 : n - 2] = (smooth[: n - 5] >= BLOCK_SHARE) & (smooth[5:] >= BLOCK_SHARE)
+        seam[blocky] = 0.0
+        seam[:2] = 0.0
+        ridge = np.maximum(share("bright"), share("dark"))
+        ridge[:2] = 0.0
+        ridge[-2:] = 0.0
+        return seam, ridge
+
+
 def seam_strength(rgb: np.ndarray, axis: int) -> np.ndarray:
     """Per column (axis=1) or row (axis=0) c: share of the lines across the boundary before c that
     show a colour step there, the strongest within +-SEAM_WINDOW positions."""
-    arr = rgb if axis == 1 else rgb.transpose(1, 0, 2)
-    arr = arr[:: max(1, arr.shape[0] // 300)].astype(np.int16)
-    n = arr.shape[1]
-    out = np.zeros(n)
-    if n < 2 * SEAM_WINDOW + 4:
-        return out
-    # Step over two pixels, tolerant of a blurred or resampled boundary: step[:, k] spans k..k+2.
-    step = np.abs(arr[:, 2:] - arr[:, :-2]).max(axis=2).astype(np.float32)
-    pad = np.pad(step, ((0, 0), (SEAM_WINDOW, SEAM_WINDOW)), constant_values=0)
-    local_max = np.max(np.stack([pad[:, d : d + step.shape[1]] for d in range(2 * SEAM_WINDOW + 1)]), axis=0)
-    # The two sides must differ a few pixels away too: a thin line (a plot's axis) is a ridge, not a step.
-    wide = np.zeros_like(step)
-    wide[:, 4:-4] = np.abs(arr[:, 9:-1] - arr[:, 1:-9]).max(axis=2)[:, : wide.shape[1] - 8] if n > 12 else 0
-    hit = (step >= SEAM_STEP) & (step >= local_max) & (wide >= SEAM_STEP // 2)
-    # A boundary before column c shows in step[:, c-2] or step[:, c-1]; the local maximum keeps one.
-    either = hit[:, :-1] | hit[:, 1:]
-    out[2 : 2 + either.shape[1]] = either.mean(axis=0)
-    # Colour blocks (heat-map cells, bars): both sides of the step are constant along it.
-    full = rgb if axis == 1 else rgb.transpose(1, 0, 2)
-    smooth = (np.abs(np.diff(full.astype(np.int16), axis=0)).max(axis=2) <= BLOCK_STEP).mean(axis=0)
-    blocky = np.zeros(n, bool)
-    blocky[3 : n - 2] = (smooth[: n - 5] >= BLOCK_SHARE) & (smooth[5:] >= BLOCK_SHARE)
-    out[blocky] = 0.0
-    return out
+    h, w = rgb.shape[:2]
+    return _Maps(rgb).shares((0, 0, w, h), axis)[0]
 
 
 def ridge_strength(gray: np.ndarray, axis: int) -> np.ndarray:
     """Per column (axis=1) or row (axis=0): share of the lines across it where it is brighter (or darker)
     than both positions two away by RIDGE_STEP -- a 1-2 px separator line blurred by resampling/JPEG."""
-    arr = gray if axis == 1 else gray.T
-    arr = arr[:: max(1, arr.shape[0] // 300)].astype(np.int16)
-    n = arr.shape[1]
-    out = np.zeros(n)
-    if n < 5:
-        return out
-    mid, left, right = arr[:, 2:-2], arr[:, :-4], arr[:, 4:]
-    bright = (mid - np.maximum(left, right)) >= RIDGE_STEP
-    dark = (np.minimum(left, right) - mid) >= RIDGE_STEP
-    out[2:-2] = np.maximum(bright.mean(axis=0), dark.mean(axis=0))
-    return out
+    h, w = gray.shape[:2]
+    return _Maps(np.repeat(gray[..., None], 3, axis=2)).shares((0, 0, w, h), axis)[1]
 
 
-def _best_cut(rgb: np.ndarray, gray: np.ndarray, box: Box, background: np.ndarray | None) -> tuple[int, int] | None:
+def _best_cut(
+    rgb: np.ndarray, gray: np.ndarray, maps: _Maps, box: Box, background: np.ndarray | None
+) -> tuple[int, int] | None:
     """(axis, position) of the strongest acceptable cut inside ``box``, or None."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
@@ -147,15 +202,14 @@ def _best_cut(rgb: np.ndarray, gray: np.ndarray, box: Box, background: np.ndarra
         if length < 2 * margin:
             continue
         region_gray = gray[y0:y1, x0:x1]
-        region_rgb = rgb[y0:y1, x0:x1]
         lines = separator_lines(region_gray, axis)
         if not look_for_seams and lines.any():
             # In a chart, a thin white run is the space between two bars, not a separator.
             across = region_gray[:: max(1, h // 200)] if axis == 1 else region_gray[:, :: max(1, w // 200)].T
             lines[np.median(across, axis=0) >= 255 - BACKGROUND_TOLERANCE] = 0.0
-        seams = seam_strength(region_rgb, axis) if look_for_seams else np.zeros(length)
+        seams = np.zeros(length)
         if look_for_seams:
-            ridges = ridge_strength(region_gray, axis)
+            seams, ridges = maps.shares(box, axis)
             lines = np.maximum(lines, (ridges >= RIDGE_SHARE).astype(np.float64))
         score = np.zeros(length)
         score[: lines.size] = np.maximum(score[: lines.size], lines)
@@ -184,11 +238,12 @@ def split_touching(rgb: np.ndarray, boxes: list[Box], background: np.ndarray | N
     ``background`` is the page colour; regions with much of it (charts) are cut at separator lines only.
     """
     gray = rgb.mean(axis=2).astype(np.uint8) if rgb.ndim == 3 else rgb
+    maps = _Maps(rgb)
     out: list[Box] = []
     stack = [(box, 0) for box in boxes]
     while stack:
         box, level = stack.pop()
-        cut = _best_cut(rgb, gray, box, background) if level < MAX_DEPTH else None
+        cut = _best_cut(rgb, gray, maps, box, background) if level < MAX_DEPTH else None
         if cut is None:
             out.append(box)
             continue
