@@ -371,9 +371,8 @@ def _panels_for_background(
     leaves = cutter.cut((0, 0, work_size[0], work_size[1]))
     panels = _merge_fragments(leaves, work_size[0], work_size[1])
     # Panels that touch (no gutter): separator lines and seams inside the XY-cut's panels.
-    split = split_touching(np.ascontiguousarray(work_rgb), panels, background)
-    if expected and abs(len(panels) - expected) < abs(len(split) - expected):
-        split = panels  # the caption's panel count says the seams cut inside panels
+    # With the caption's panel count, only the strongest cuts up to that count are made.
+    split = split_touching(np.ascontiguousarray(work_rgb), panels, background, limit=expected)
     return _attach_outside_labels(fg_any, split)
 
 
@@ -411,7 +410,7 @@ def detect_panels(image: Image.Image | np.ndarray, expected: int | None = None) 
 
     A figure without visible gaps comes back as one box: the whole image.
     ``expected`` is the number of panels the caption names, if known: cuts at
-    seams inside panels are dropped when the plain cut matches it better.
+    separator lines and seams stop at that count (strongest first).
     """
     rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
     if rgb.ndim == 2:

@@ -18,6 +18,8 @@ recursively (grids of touching panels).
 
 from __future__ import annotations
 
+import heapq
+
 import cv2
 import numpy as np
 
@@ -186,8 +188,8 @@ def ridge_strength(gray: np.ndarray, axis: int) -> np.ndarray:
 
 def _best_cut(
     rgb: np.ndarray, gray: np.ndarray, maps: _Maps, box: Box, background: np.ndarray | None
-) -> tuple[int, int] | None:
-    """(axis, position) of the strongest acceptable cut inside ``box``, or None."""
+) -> tuple[int, int, float] | None:
+    """(axis, position, strength) of the strongest acceptable cut inside ``box``, or None."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     best = None
@@ -225,33 +227,50 @@ def _best_cut(
             while a + 1 < lines.size and lines[a + 1]:
                 a += 1
             k = (k + a + 1) // 2
-        if best is None or score[k] > best[0]:
-            best = (float(max(score[k], 0.01)), axis, k)
+        # Equal evidence: prefer the cut nearer the middle (panels in a row or column are alike in size).
+        strength = float(score[k]) - 0.05 * abs(k / length - 0.5)
+        if best is None or strength > best[0]:
+            best = (strength, axis, k)
     if best is None:
         return None
-    return best[1], best[2]
+    return best[1], best[2], best[0]
 
 
-def split_touching(rgb: np.ndarray, boxes: list[Box], background: np.ndarray | None = None) -> list[Box]:
-    """Split each box along separator lines and seams (recursively); ``rgb``/``boxes`` share coordinates.
+def split_touching(
+    rgb: np.ndarray, boxes: list[Box], background: np.ndarray | None = None, limit: int | None = None
+) -> list[Box]:
+    """Split boxes along separator lines and seams, strongest cut first; ``rgb``/``boxes`` share coordinates.
 
     ``background`` is the page colour; regions with much of it (charts) are cut at separator lines only.
+    ``limit`` caps the number of boxes (the caption's panel count): the weakest cuts are not made.
     """
     gray = rgb.mean(axis=2).astype(np.uint8) if rgb.ndim == 3 else rgb
     maps = _Maps(rgb)
-    out: list[Box] = []
-    stack = [(box, 0) for box in boxes]
-    while stack:
-        box, level = stack.pop()
+    done: list[Box] = []
+    queue: list[tuple[float, int, Box, tuple[int, int], int]] = []  # (-strength, tie, box, cut, level)
+    counter = 0
+
+    def push(box: Box, level: int) -> None:
+        nonlocal counter
         cut = _best_cut(rgb, gray, maps, box, background) if level < MAX_DEPTH else None
         if cut is None:
-            out.append(box)
-            continue
-        axis, k = cut
+            done.append(box)
+            return
+        counter += 1
+        heapq.heappush(queue, (-cut[2], counter, box, cut[:2], level))
+
+    for box in boxes:
+        push(box, 0)
+    while queue:
+        if limit is not None and len(done) + len(queue) >= limit:
+            break
+        _, _, box, (axis, k), level = heapq.heappop(queue)
         x0, y0, x1, y1 = box
         if axis == 1:
             pieces = [(x0, y0, x0 + k, y1), (x0 + k, y0, x1, y1)]
         else:
             pieces = [(x0, y0, x1, y0 + k), (x0, y0 + k, x1, y1)]
-        stack.extend((piece, level + 1) for piece in pieces)
-    return out
+        for piece in pieces:
+            push(piece, level + 1)
+    done.extend(item[2] for item in queue)
+    return done
