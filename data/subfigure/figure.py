@@ -58,7 +58,7 @@ def split_figure(
         return [Panel(box, None, 0.0) for box in boxes]
     reader = get_reader()
     accept = caption_accepts(labels) if labels else None
-    readings = reader.read(rgb, boxes, accept) if len(boxes) > 1 else [[] for _ in boxes]
+    readings = reader.read(rgb, boxes, accept)
     chosen = choose_labels(readings, boxes, labels)
     seeds_for = list(labels) if labels else _implied_labels(chosen)
     if seeds_for and len(boxes) < _expected_panels(seeds_for):

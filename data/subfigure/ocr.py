@@ -60,6 +60,12 @@ CANDIDATES_PER_WINDOW = 4
 MIN_LABEL_HEIGHT = 0.012
 # Glyph groups recognised per region when looking for labels inside merged panels.
 REGION_CANDIDATES = 24
+# Ink groups filling more of their box than this are blobs, not glyphs (bold "B" fills 0.82, a disc 0.79);
+# above DENSE_FILL a group counts as a glyph only with a hole in it.
+SOLID_FILL = 0.9
+DENSE_FILL = 0.7
+# The text detector sees a region looking for labels at this size.
+REGION_DETECT_SIDE = 640
 # Glyph groups this far apart (x their height) are also offered joined: "b" "2" -> "b2".
 LOOSE_GAP = 1.0
 # Corners are probed on this many panels; probing stops at a corner whose labels
@@ -298,6 +304,17 @@ class LabelReader:
             (d, g) for d, g in find_glyph_groups(region, "tl", max_side=max_height)
             if min_height <= g[3] - g[1] <= max_height
         ][:limit]
+        if self.backend == "rapidocr" and region.shape[0] >= 8 and region.shape[1] >= 8:
+            # The text detector too (heavy or touching glyphs escape the glyph finder), on a copy of
+            # at most REGION_DETECT_SIDE pixels.
+            scale = min(1.0, REGION_DETECT_SIDE / max(region.shape[:2]))
+            small = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else region
+            with self._lock:
+                found = self._detect(small)
+            for bx0, by0, bx1, by1 in found:
+                g = tuple(int(round(v / scale)) for v in (bx0, by0, bx1, by1))
+                if min_height <= g[3] - g[1] <= max_height and g[2] - g[0] <= 3 * (g[3] - g[1]):
+                    groups.append((float(np.hypot(g[0], g[1])) / max(region.shape[:2]), g))
         items = []
         for dist, (gx0, gy0, gx1, gy1) in groups:
             pad = max(2, (gy1 - gy0) // 4)
@@ -420,17 +437,20 @@ def find_glyph_groups(window: np.ndarray, corner: str, max_side: int | None = No
     groups: list[tuple[float, Box]] = []
     for mask in masks:
         mask_u8 = mask.astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask_u8, connectivity=8)
+        n, labelled, stats, _ = cv2.connectedComponentsWithStats(mask_u8, connectivity=8)
         glyphs = []
-        for x, y, gw, gh, area in stats[1:n]:
+        for index, (x, y, gw, gh, area) in enumerate(stats[1:n], start=1):
             if max_side is not None:
                 if not (0.25 * max_side <= gh <= max_side) or gw > 1.6 * gh:
                     continue
             elif not (0.06 * side <= gh <= 0.75 * side) or gw > 1.6 * gh:
                 continue
             fill = area / float(gw * gh)
-            # Strokes leave most of a glyph's box empty; only bar-shaped glyphs (I, l, 1) are nearly solid.
-            if fill < 0.08 or (fill > 0.7 and gw > 0.45 * gh):
+            # Strokes leave much of a glyph's box empty; only bar-shaped glyphs (I, l, 1) are nearly solid.
+            if fill < 0.08 or (fill > SOLID_FILL and gw > 0.45 * gh):
+                continue
+            # A dense wide group must have a hole ("B", "D", "8"); a disc or a square has none.
+            if fill > DENSE_FILL and gw > 0.45 * gh and not _has_hole(labelled[y : y + gh, x : x + gw] == index):
                 continue
             # Surroundings: a ring around the box must be mostly not this colour.
             m = max(2, gh // 4)
@@ -465,6 +485,13 @@ def find_glyph_groups(window: np.ndarray, corner: str, max_side: int | None = No
             groups.append((float(np.hypot(cx, cy)) / side, (x0, y0, x1, y1)))
     groups.sort()
     return groups
+
+
+def _has_hole(component: np.ndarray) -> bool:
+    """Does a glyph's mask enclose background (the counters of "B", "o", "8")?"""
+    background = np.pad(~component, 1, constant_values=True).astype(np.uint8)
+    n, _ = cv2.connectedComponents(background, connectivity=4)
+    return n > 2  # the outside plus at least one enclosed region
 
 
 def _tesseract_window(window: np.ndarray, corner: str) -> list[LabelCandidate]:

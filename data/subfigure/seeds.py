@@ -75,7 +75,7 @@ def split_at_labels(
         ref = float(np.median(heights))
         lo, hi = int(0.6 * ref), int(1.6 * ref) + 1
     else:
-        lo, hi = int(0.012 * short), int(0.06 * short) + 1
+        lo, hi = int(0.012 * short), int(0.1 * short) + 1
     lo = max(lo, 6)
     out: list[Box] = []
     for box in boxes:
