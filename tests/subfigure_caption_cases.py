@@ -10,7 +10,11 @@ benchmark (see docs/benchmarks/subfigure.md).
 
 Convention (docs/subfigures.md): subcaption = shared lead + the label's own
 text (marker removed, joining words such as "and" dropped) + shared tail
-("Scale bars ...", "Arrows ..." closing sentences). Token F1 ignores case and
+("Scale bars ...", "Arrows ..." closing sentences). Sub-labels (A1, A2 of
+panel A) belong to their panel (issue 11): one subcaption for A, and
+``sublabels`` lists them. "dev11" cases cover the failure classes of issue 11
+and were written with the splitter's issue-11 changes (the blind set is
+tests/subfigure_caption_blind.py). Token F1 ignores case and
 punctuation, so small wording differences cost little.
 """
 
@@ -48,11 +52,12 @@ CASES = [
          expected=[("a", "Control"), ("b", "24 h after treatment"), ("c", "48 h after treatment.")]),
     dict(split="dev", tags=["paren", "sublabels"],
          caption="(A1) Baseline FDG-PET. (A2) Baseline CT. (B1) PET after two cycles. (B2) CT after two cycles.",
-         expected=[("A1", "Baseline FDG-PET."), ("A2", "Baseline CT."), ("B1", "PET after two cycles."), ("B2", "CT after two cycles.")]),
+         expected=[("A", "Baseline FDG-PET. Baseline CT."), ("B", "PET after two cycles. CT after two cycles.")],
+         sublabels={"A": ["A1", "A2"], "B": ["B1", "B2"]}),
     dict(split="dev", tags=["paren", "sublabels", "slash"],
          caption="(A1/A2) Pre-operative views. (B) Intra-operative view. (C) Post-operative view at 3 months.",
-         expected=[("A1", "Pre-operative views."), ("A2", "Pre-operative views."), ("B", "Intra-operative view."),
-                   ("C", "Post-operative view at 3 months.")]),
+         expected=[("A", "Pre-operative views."), ("B", "Intra-operative view."), ("C", "Post-operative view at 3 months.")],
+         sublabels={"A": ["A1", "A2"]}),
     dict(split="dev", tags=["paren", "remark"],
          caption="(A) Axial CT shows a mass in the pancreatic head (arrow). (B, arrowheads) Dilated bile ducts on MRCP.",
          expected=[("A", "Axial CT shows a mass in the pancreatic head (arrow)."), ("B", "Dilated bile ducts on MRCP.")]),
@@ -268,9 +273,8 @@ CASES = [
          expected=[("a", "Lung sections from sham animals. Scale bar, 100 \u00b5m."), ("b", "ventilated animals. Scale bar, 100 \u00b5m.")]),
     dict(split="heldout", tags=["paren", "sublabels", "range"],
          caption="(A1\u2013A3) Axial slices at three levels before treatment. (B1\u2013B3) The same levels after treatment.",
-         expected=[("A1", "Axial slices at three levels before treatment."), ("A2", "Axial slices at three levels before treatment."),
-                   ("A3", "Axial slices at three levels before treatment."), ("B1", "The same levels after treatment."),
-                   ("B2", "The same levels after treatment."), ("B3", "The same levels after treatment.")]),
+         expected=[("A", "Axial slices at three levels before treatment."), ("B", "The same levels after treatment.")],
+         sublabels={"A": ["A1", "A2", "A3"], "B": ["B1", "B2", "B3"]}),
     dict(split="heldout", tags=["roman", "semicolon"],
          caption="Electron micrographs: (i) normal mitochondria; (ii) swollen mitochondria; (iii) autophagic vacuoles.",
          expected=[("i", "Electron micrographs: normal mitochondria"), ("ii", "Electron micrographs: swollen mitochondria"),
@@ -386,4 +390,87 @@ CASES = [
     dict(split="heldout2", tags=["none", "single_label", "figure_reference"],
          caption="Detail of panel (B) from the previous figure at higher magnification.",
          expected=[]),
+]
+
+# ---------------------------------------------------------------------- dev11: issue 11 failure classes
+from tests.subfigure_caption_blind import E  # noqa: E402  (one helper for both case files)
+
+CASES += [
+    # bare labels mid-sentence / after a colon
+    dict(split="dev11", tags=["bare_after_colon", "lower"],
+         caption="Wound closure at three time points: a day 1, b day 7, c day 14.",
+         expected=E("Wound closure at three time points", [("a", "day 1"), ("b", "day 7"), ("c", "day 14.")])),
+    dict(split="dev11", tags=["bare_after_colon", "upper"],
+         caption="Hind wing: A base, dorsal; B apex, lateral; C jugal lobe.",
+         expected=E("Hind wing", [("A", "base, dorsal"), ("B", "apex, lateral"), ("C", "jugal lobe.")])),
+    dict(split="dev11", tags=["bare_after_colon", "lower", "tail"],
+         caption="Pollen grains of the two species: a equatorial view, b polar view. Scale bar 10 \u00b5m.",
+         expected=E("Pollen grains of the two species", [("a", "equatorial view"), ("b", "polar view.")], "Scale bar 10 \u00b5m.")),
+    dict(split="dev11", tags=["bare_after_comma", "lower"],
+         caption="Otoliths of the juvenile fish, a left and b right sagitta.",
+         expected=E("Otoliths of the juvenile fish", [("a", "left sagitta."), ("b", "right sagitta.")])),
+    # label, comma
+    dict(split="dev11", tags=["label_comma", "lower"],
+         caption="a, weak staining in normal mucosa; b, strong membranous staining in carcinoma; c, negative control.",
+         expected=E("", [("a", "weak staining in normal mucosa"), ("b", "strong membranous staining in carcinoma"), ("c", "negative control.")])),
+    dict(split="dev11", tags=["label_comma", "upper"],
+         caption="A, Sagittal T1-weighted MRI shows a mass in the sellar region. B, Coronal image after contrast. C, Axial image.",
+         expected=E("", [("A", "Sagittal T1-weighted MRI shows a mass in the sellar region."), ("B", "Coronal image after contrast."), ("C", "Axial image.")])),
+    dict(split="dev11", tags=["label_comma", "list"],
+         caption="Scanning electron micrographs of the larva. a, b, head capsule; c, mandible; d, anal papillae.",
+         expected=E("Scanning electron micrographs of the larva.", [("a", "head capsule"), ("b", "head capsule"), ("c", "mandible"), ("d", "anal papillae.")])),
+    # dot forms
+    dict(split="dev11", tags=["paren_dot"],
+         caption="(a.) Colonies on blood agar. (b.) Gram stain. (c.) Growth curve at 37 \u00b0C.",
+         expected=E("", [("a", "Colonies on blood agar."), ("b", "Gram stain."), ("c", "Growth curve at 37 \u00b0C.")])),
+    dict(split="dev11", tags=["glued_dot"],
+         caption="Silencing of the gene reduced tumour growth.A. Images of the excised tumours. B. Tumour weight.",
+         expected=E("Silencing of the gene reduced tumour growth.", [("A", "Images of the excised tumours."), ("B", "Tumour weight.")])),
+    dict(split="dev11", tags=["numbered_steps"],
+         caption="Steps of the procedure. 1. Incision over the mass. 2. Exposure of the capsule. 3. Enucleation. 4. Closure.",
+         expected=E("Steps of the procedure.", [("1", "Incision over the mass."), ("2", "Exposure of the capsule."), ("3", "Enucleation."), ("4", "Closure.")])),
+    # "(a) ... (b)" with clutter between
+    dict(split="dev11", tags=["paren", "magnification_star"],
+         caption="(a) Liver biopsy showing steatosis (*10). (b) Portal inflammation (*40).",
+         expected=E("", [("a", "Liver biopsy showing steatosis (*10)."), ("b", "Portal inflammation (*40).")])),
+    dict(split="dev11", tags=["paren", "he_stain"],
+         caption="(A) Acinar adenocarcinoma (H&E, \u00d7200). (B) Ductal variant (H&E, \u00d7100).",
+         expected=E("", [("A", "Acinar adenocarcinoma (H&E, \u00d7200)."), ("B", "Ductal variant (H&E, \u00d7100).")])),
+    dict(split="dev11", tags=["paren", "arrows_between", "x_magnification"],
+         caption="(A) CT shows a cavity in the left upper lobe (arrows). (B) Biopsy with hyphae (GMS stain, x400).",
+         expected=E("", [("A", "CT shows a cavity in the left upper lobe (arrows)."), ("B", "Biopsy with hyphae (GMS stain, x400).")])),
+    dict(split="dev11", tags=["paren", "scale_between"],
+         caption="(a) Cortical neurons in culture (scale bar = 20 \u00b5m). (b) Neurite length per neuron.",
+         expected=E("", [("a", "Cortical neurons in culture (scale bar = 20 \u00b5m)."), ("b", "Neurite length per neuron.")])),
+    # grouped and broken brackets, label closing a sentence
+    dict(split="dev11", tags=["grouped_brackets"],
+         caption="((a), (b)) Immunoblots from two independent experiments. (c) Quantification.",
+         expected=E("", [("a", "Immunoblots from two independent experiments."), ("b", "Immunoblots from two independent experiments."), ("c", "Quantification.")])),
+    dict(split="dev11", tags=["broken_bracket"],
+         caption="(A) Preoperative radiograph. (B) and C) Postoperative radiographs in two planes.",
+         expected=E("", [("A", "Preoperative radiograph."), ("B", "Postoperative radiographs in two planes."), ("C", "Postoperative radiographs in two planes.")])),
+    dict(split="dev11", tags=["label_closes_sentence"],
+         caption="(A) Frontal view. (B) Lateral view. CT reconstruction showing the fracture line (C).",
+         expected=E("", [("A", "Frontal view."), ("B", "Lateral view."), ("C", "CT reconstruction showing the fracture line.")])),
+    dict(split="dev11", tags=["label_closes_sentence", "trailing_all"],
+         caption="Adult female in dorsal view (A). Male genitalia (B).",
+         expected=E("", [("A", "Adult female in dorsal view."), ("B", "Male genitalia.")])),
+    # nested schemes, sub-labels
+    dict(split="dev11", tags=["nested_roman"],
+         caption="(A) Controls (i, ii) healthy tissue, (iii) benign lesion. (B) Carcinoma.",
+         expected=E("", [("A", "Controls (i, ii) healthy tissue, (iii) benign lesion."), ("B", "Carcinoma.")])),
+    dict(split="dev11", tags=["sublabels"],
+         caption="(A1) Axial T1. (A2) Axial T2. (B) Histology.",
+         expected=E("", [("A", "Axial T1. Axial T2."), ("B", "Histology.")]),
+         sublabels={"A": ["A1", "A2"]}),
+    dict(split="dev11", tags=["sublabels", "range"],
+         caption="(a) Overview. (b1\u2013b3) Details of the boxed areas. (c) Quantification.",
+         expected=E("", [("a", "Overview."), ("b", "Details of the boxed areas."), ("c", "Quantification.")]),
+         sublabels={"b": ["b1", "b2", "b3"]}),
+    # false-positive guard
+    dict(split="dev11", tags=["none", "genes"], caption="Expression of cyclin D1 and CDK6 in the cell lines.", expected=[]),
+    dict(split="dev11", tags=["none", "vitamin"], caption="Vitamin A and vitamin D levels in the two groups.", expected=[]),
+    dict(split="dev11", tags=["none", "type"], caption="Survival of type B and type C patients.", expected=[]),
+    dict(split="dev11", tags=["none", "he_stain"], caption="Tumour cells with clear cytoplasm (H&E, \u00d7400).", expected=[]),
+    dict(split="dev11", tags=["none", "hla"], caption="HLA-A and HLA-B typing results.", expected=[]),
 ]

@@ -61,3 +61,17 @@ def test_non_top_reading_can_match():
     # Panel 1's best reading is texture ("2"); its second reading is the label.
     pairs = align([[_c("A")], [_c("2"), _c("B", 0.6)], [_c("C")]], SUBS)
     assert [(p.panel, p.method) for p in pairs] == [(0, "ocr"), (1, "ocr"), (2, "ocr")]
+
+
+def test_sub_labelled_panels_get_their_panel_text():
+    """Issue 11: b1, b2 are panels of their own that carry panel b's subcaption."""
+    subs = [("a", "first"), ("b", "second"), ("c", "third")]
+    pairs = align([[_c("a")], [_c("b1")], [_c("b2")], [_c("c")]], subs, {"b": ("b1", "b2")})
+    assert [(p.label, p.panel, p.subcaption) for p in pairs] == [
+        ("a", 0, "first"), ("b1", 1, "second"), ("b2", 2, "second"), ("c", 3, "third")]
+    # Sub-labels the caption does not list but the figure prints are taken from the readings.
+    pairs = align([[_c("a")], [_c("b1")], [_c("b2")], [_c("c")]], subs)
+    assert [p.label for p in pairs] == ["a", "b1", "b2", "c"]
+    # ... and reading order fills a sub-panel the OCR missed.
+    pairs = align([[_c("a")], [], [_c("b2")], [_c("c")]], subs, {"b": ("b1", "b2")})
+    assert [(p.label, p.method) for p in pairs] == [("a", "ocr"), ("b1", "order"), ("b2", "ocr"), ("c", "ocr")]

@@ -151,3 +151,103 @@ def test_reading_order_rows_then_columns():
     boxes = [(200, 0, 300, 90), (0, 0, 100, 200), (0, 210, 100, 300), (200, 100, 300, 200)]
     # Row 1: the tall panel at x=0 and the one at x=200; then the rest by rows.
     assert reading_order(boxes) == [1, 0, 3, 2]
+
+
+# ---------------------------------------------------------------- issue 11: panels without gutters
+
+
+def _touching(boxes, size, seed=0):
+    """Panels that touch: each box filled with its own texture and brightness, no background between."""
+    rng = np.random.default_rng(seed)
+    canvas = np.zeros((size[1], size[0], 3), np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        tex = _texture(rng, y1 - y0, x1 - x0).astype(np.int16)
+        tint = np.array([[40, -30, 10], [-40, 20, 30], [10, 40, -40], [-20, -20, 40]][k % 4], np.int16)
+        canvas[y0:y1, x0:x1] = np.clip(tex + tint, 0, 255).astype(np.uint8)
+    return canvas
+
+
+ROW3 = [(0, 0, 200, 240), (200, 0, 400, 240), (400, 0, 600, 240)]
+
+
+def test_touching_panels_split_at_the_colour_seam():
+    _assert_found(detect_panels(_touching(ROW3, (600, 240))), ROW3)
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0)])
+def test_thin_separator_lines_between_touching_panels(colour):
+    img = _touching(ROW3, (600, 240), seed=3)
+    for x in (200, 400):
+        img[:, x - 1 : x + 1] = colour  # a 2 px line where the panels meet
+    _assert_found(detect_panels(img), ROW3)
+
+
+def test_framed_touching_panels_in_a_grid():
+    boxes = [(0, 0, 250, 200), (250, 0, 500, 200), (0, 200, 250, 400), (250, 200, 500, 400)]
+    img = _touching(boxes, (500, 400), seed=5)
+    for x0, y0, x1, y1 in boxes:
+        img[y0 : y0 + 2, x0:x1] = 0
+        img[y1 - 2 : y1, x0:x1] = 0
+        img[y0:y1, x0 : x0 + 2] = 0
+        img[y0:y1, x1 - 2 : x1] = 0
+    _assert_found(detect_panels(img), boxes)
+
+
+def test_large_irregular_grid_with_spanning_cells():
+    # 4 x 4 grid of touching panels, one spanning two columns, one spanning two rows: 14 panels.
+    cells = []
+    for r in range(4):
+        for c in range(4):
+            if (r, c) in ((0, 1), (2, 3), (3, 3)):
+                continue  # covered by a spanning cell
+            x0, y0 = c * 150, r * 120
+            w = 300 if (r, c) == (0, 0) else 150
+            h = 240 if (r, c) == (1, 3) else 120
+            cells.append((x0, y0, x0 + w, y0 + h))
+    # (1, 3) spans rows 1-2: drop the duplicate cell below it.
+    cells = [b for b in cells if b != (450, 240, 600, 360)]
+    img = _touching(cells, (600, 480), seed=7)
+    for x0, y0, x1, y1 in cells:
+        img[y0:y1, x0 : x0 + 2] = 255
+        img[y0 : y0 + 2, x0:x1] = 255
+    pred = detect_panels(img)
+    assert panel_split_score(pred, cells) >= 0.9, (len(pred), len(cells))
+
+
+def test_a_heat_map_is_not_cut_at_its_cells():
+    # Uniform colour blocks with straight boundaries are one panel (a heat map), not a grid of panels.
+    rng = np.random.default_rng(4)
+    img = np.full((300, 400, 3), 255, np.uint8)
+    cells = rng.integers(0, 255, (5, 6, 3), dtype=np.uint8)
+    img[20:280, 30:370] = np.asarray(Image.fromarray(cells).resize((340, 260), Image.NEAREST))
+    assert len(detect_panels(img)) == 1
+
+
+def test_the_caption_count_vetoes_seams_inside_a_panel():
+    # Two touching textured panels, the left one with a strong internal step: with the caption's
+    # count (2) the internal step is not a cut.
+    img = _touching([(0, 0, 300, 240), (300, 0, 600, 240)], (600, 240), seed=9)
+    img[:, :150] = np.clip(img[:, :150].astype(np.int16) + 90, 0, 255).astype(np.uint8)
+    boxes = [(0, 0, 300, 240), (300, 0, 600, 240)]
+    _assert_found(detect_panels(img, expected=2), boxes)
+
+
+def test_label_printed_above_a_panel_joins_it():
+    img = _figure([(10, 40, 200, 200), (220, 40, 410, 200)], (420, 210))
+    pil = Image.fromarray(img)
+    draw = ImageDraw.Draw(pil)
+    font = _font(14)
+    draw.text((12, 22), "a", fill=(0, 0, 0), font=font)  # a small label in the gutter above each panel
+    draw.text((222, 22), "b", fill=(0, 0, 0), font=font)
+    arr = np.asarray(pil)
+    pred = detect_panels(arr)
+    assert len(pred) == 2
+    for x0, y0, x1, _ in pred:
+        ink_top = int(np.flatnonzero((arr[:40, x0:x1].min(axis=2) < 128).any(axis=1))[0])
+        assert y0 <= ink_top, (pred, ink_top)  # the box grew up to its label
+
+
+def test_reading_order_by_columns():
+    boxes = [(0, 0, 10, 10), (20, 0, 30, 10), (0, 20, 10, 30), (20, 20, 30, 30)]
+    assert reading_order(boxes) == [0, 1, 2, 3]
+    assert reading_order(boxes, by_columns=True) == [0, 2, 1, 3]

@@ -11,7 +11,7 @@ keeps it whole with its full caption and counts it as unmatched).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from data.subfigure.captions import label_scheme
 from data.subfigure.ocr import LabelCandidate
@@ -65,20 +65,51 @@ def _rank(label: str) -> tuple[int, int]:
     return (ord(low[0]) - ord("a") + 1, int(low[1:]) if low[1:].isdigit() else 0)
 
 
+def _units(
+    candidates: Sequence[Sequence[LabelCandidate]], subcaptions: Sequence[tuple[str, str]],
+    sublabels: Mapping[str, Sequence[str]] | None,
+) -> list[tuple[str, str]]:
+    """(label a panel may carry, caption label it belongs to), in label order.
+
+    A caption label with sub-labels ("b" with b1-b3) stands for one panel per
+    sub-label; sub-labels the caption does not list but the figure prints
+    ("b1", "b2" under a caption "(b) ...") are taken from the readings.
+    """
+    subs = {k.lower(): list(v) for k, v in (sublabels or {}).items() if v}
+    printed: dict[str, set[str]] = {}
+    for cands in candidates:
+        for cand in cands:
+            lab = cand.label
+            if len(lab) > 1 and lab[0].isalpha() and lab[1:].isdigit():
+                printed.setdefault(lab[0].lower(), set()).add(lab)
+    units = []
+    for label, _ in subcaptions:
+        key = label.lower()
+        extra = printed.get(key, set())
+        members = subs.get(key) or (sorted(extra, key=lambda s: int(s[1:])) if len(extra) >= 2 else [label])
+        units.extend((member, label) for member in members)
+    return units
+
+
 def align(
-    candidates: Sequence[Sequence[LabelCandidate]], subcaptions: Sequence[tuple[str, str]]
+    candidates: Sequence[Sequence[LabelCandidate]], subcaptions: Sequence[tuple[str, str]],
+    sublabels: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Pair] | None:
     """Pairs for a figure whose panels (in reading order) have OCR ``candidates``.
 
-    Returns ``None`` when the figure cannot be split reliably: fewer than two
-    panels, or a caption label left without a panel. Panels no label claims
-    (a legend, a colour bar the cutter kept) are left out.
+    ``sublabels`` maps a caption label to its sub-labels (A -> A1, A2): each
+    sub-label is a panel of its own that gets the caption label's text, and the
+    pair carries the sub-label. Returns ``None`` when the figure cannot be split
+    reliably: fewer than two panels, or a caption label left without a panel.
+    Panels no label claims (a legend, a colour bar the cutter kept) are left out.
     """
     if len(candidates) < 2 or len(subcaptions) < 2:
         return None
-    text = {label.lower(): sub for label, sub in subcaptions}
-    display = {label.lower(): label for label, _ in subcaptions}
-    keys = sorted(text, key=lambda k: _rank(display[k]))
+    text_of = {label.lower(): sub for label, sub in subcaptions}
+    units = _units(candidates, subcaptions, sublabels)
+    text = {unit.lower(): text_of[parent.lower()] for unit, parent in units}
+    display = {unit.lower(): unit for unit, _ in units}
+    keys = [unit.lower() for unit, _ in units]
 
     # 1. OCR: strongest (label, panel) evidence first, each used once.
     evidence = []

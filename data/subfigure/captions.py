@@ -34,15 +34,15 @@ from dataclasses import dataclass
 
 from data.captions import clean_caption_text
 
-__all__ = ["split_caption", "find_markers", "Marker", "expand_labels", "label_scheme"]
+__all__ = ["split_caption", "split_caption_detailed", "Subcaption", "find_markers", "Marker", "expand_labels", "label_scheme"]
 
 _ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii")
 _ROMAN_SET = frozenset(_ROMAN)
 
 # One label: roman numerals first so "iv" is not read as "i" + "v".
-_LABEL = r"(?:(?i:viii|vii|iii|xii|ii|iv|vi|ix|xi)(?![A-Za-z])|[A-Za-z](?:\d{1,2})?'?(?![A-Za-z])|\d{1,2}(?!\d))"
+_LABEL = r"(?:(?i:viii|vii|iii|xii|ii|iv|vi|ix|xi)(?![A-Za-z])|[A-Za-z](?:\d{1,2})?['\u2032\u2019]?(?![A-Za-z])|\d{1,2}(?!\d))"
 _RANGE = r"\s*(?:-|\u2013|\u2014|\u2212|to|through)\s*"
-_SEP = r"\s*(?:,\s*and|,|;|/|&|\+|and|or)\s*"
+_SEP = r"\s*(?:,\s*and|,|;|/|\s&\s|\+|and|or)\s*"
 _ITEM = rf"{_LABEL}(?:{_RANGE}{_LABEL})?"
 _LIST = rf"{_ITEM}(?:{_SEP}{_ITEM})*"
 
@@ -52,11 +52,16 @@ _BOLD_TAG = re.compile(
 )
 
 # Parenthesised list, optionally followed by a short remark: "(B, arrowheads)".
-_PAREN = re.compile(r"\(\s*(" + _LIST + r")\s*(?:[,;]\s*[^()]{1,40}?)?\s*\)")
+_PAREN = re.compile(r"\(\s*(" + _LIST + r")\s*\.?\s*(?:[,;:]\s*[^()]{1,40}?)?\s*\)")
 _BOLD = re.compile(_BOLD_OPEN + r"(" + _LIST + r")" + _BOLD_CLOSE + r"\s*[.:)]?")
 # Sentence-initial with punctuation: "A)", "A.", "A:", "A -", "A and B:"; the
 # punctuation must be followed by a space or the end.
 _PUNCT = re.compile(r"(" + _LIST + r")\s*(?:[).:]|\s[-\u2013\u2014])(?=\s|$)")
+# Sentence-initial "a, weak staining ..." / "A, Axial CT ...": label, comma, then a word (kind "comma",
+# accepted only as a sequence a, b, ... like bare labels).
+_COMMA = re.compile(r"(" + _LIST + r"),\s+(?=[A-Za-z(\[])")
+# "(B) and C) ...": a label with only a closing bracket right after a parenthesised one.
+_BROKEN = re.compile(r"\s*(?:,\s*and|,|and|&|to|-|\u2013)\s*(" + _LIST + r")\)(?=\s)")
 # After a comma only the unambiguous forms continue an enumeration ("b)", "b:", "b -"; not "b.").
 _PUNCT_CONTINUED = re.compile(r"(" + _LIST + r")\s*(?:[):]|\s[-\u2013\u2014])(?=\s|$)")
 # Sentence-initial bare label(s) followed by a word.
@@ -66,10 +71,14 @@ _PANEL = re.compile(r"panels?\s+(" + _LIST + r")\s*[.:,)]?(?=\s|$)", re.IGNORECA
 
 # Words before a label that make it a reference or a name, not a marker.
 _REFERENCE_BEFORE = re.compile(
-    r"(?:fig(?:ure)?s?\.?|panels?|table|supplementary|suppl\.?|see|in|of|type|group|class|grade|stage|"
+    r"(?:fig(?:ure)?s?\.?|panels?|table|supplementary|suppl\.?|see|type|group|class|grade|stage|"
     r"vitamin|hepatitis|lamin|protein|factor|complex|zone|region|segment|lead|chain)\s*$",
     re.IGNORECASE,
 )
+_PREPOSITION_BEFORE = re.compile(r"\b(?:of|in|for|from|with|between|on|at|by)\s*$", re.IGNORECASE)
+# "(A) Before and (B) after treatment": a one- or two-word segment ending in "and"/"or"/"vs"
+# shares the rest of the next label's phrase.
+_HALF_PHRASE = re.compile(r"^\s*(\S+(?:\s+\S+)?)\s+(?:and|or|vs\.?|versus)\s*$", re.IGNORECASE)
 # Sentence starts after these (abbreviations that end with a dot do not end a sentence).
 _ABBREVIATIONS = re.compile(r"(?:\bet al|\be\.g|\bi\.e|\bvs|\bFig|\bFigs|\bapprox|\bca|\bNo|\bDr)\.\s*$", re.IGNORECASE)
 _SHARED_TAIL = re.compile(
@@ -88,8 +97,9 @@ class Marker:
     start: int
     end: int
     labels: list[str]
-    kind: str  # "paren" | "bold" | "panel" | "punct" | "bare"
+    kind: str  # "paren" | "bold" | "panel" | "punct" | "comma" | "bare" | "closing"
     leading: bool = True
+    inner: bool = False  # a bare label found after a comma or "and", not at a clause start
 
 
 def _roman_value(label: str) -> int | None:
@@ -110,7 +120,7 @@ def expand_labels(text: str) -> list[str]:
             out.extend(_expand_range(lo, hi) or [lo, hi])
         else:
             out.append(item)
-    return [label.rstrip("'") for label in out]
+    return [label.rstrip("'\u2032\u2019") for label in out]
 
 
 def _expand_range(lo: str, hi: str) -> list[str] | None:
@@ -156,64 +166,119 @@ def _preceded_by_reference(text: str, pos: int) -> bool:
     return bool(_REFERENCE_BEFORE.search(text[max(0, pos - 25) : pos]))
 
 
+def _sentence_bounds(text: str, pos: int) -> int:
+    """Start of the sentence that holds ``pos`` (after the last ". " that is not an abbreviation)."""
+    for m in reversed(list(re.finditer(r"[.!?]\s+", text[:pos]))):
+        if not _ABBREVIATIONS.search(text[: m.start() + 1]):
+            return m.end()
+    return 0
+
+
 def find_markers(text: str) -> list[Marker]:
     """All candidate markers in cleaned text (before the scheme filter), in text order."""
     found: list[Marker] = []
     taken = [False] * (len(text) + 1)
 
-    def add(m: re.Match, kind: str) -> None:
+    def add(m: re.Match, kind: str, start: int | None = None) -> Marker | None:
+        begin = m.start() if start is None else start
         if any(taken[m.start() : m.end()]):
-            return
+            return None
         labels = expand_labels(m.group(1))
         if not labels:
-            return
-        found.append(Marker(m.start(), m.end(), labels, kind))
-        for i in range(m.start(), m.end()):
+            return None
+        marker = Marker(begin, m.end(), labels, kind)
+        found.append(marker)
+        for i in range(begin, m.end()):
             taken[i] = True
+        return marker
 
     for m in _BOLD.finditer(text):
         add(m, "bold")
     for m in _PAREN.finditer(text):
         if _preceded_by_reference(text, m.start()):
             continue
-        add(m, "paren")
+        marker = add(m, "paren")
+        # A broken bracket continues it: "(B) and C) ..." is "(B and C) ...".
+        if marker is not None:
+            mm = _BROKEN.match(text, m.end())
+            if mm:
+                add(mm, "paren", start=m.end())
     # Sentence-initial forms: scan each clause start.
     for m in re.finditer(r"(?:^|(?<=[.:;])\s+|(?<=\))\s+|(?<=" + _BOLD_CLOSE + r")\s*)(?=\S)", text):
         pos = m.end()
         if pos >= len(text) or taken[pos] or not _sentence_start(text, pos):
             continue
-        for pattern, kind in ((_PANEL, "panel"), (_PUNCT, "punct"), (_BARE, "bare")):
+        for pattern, kind in ((_PANEL, "panel"), (_PUNCT, "punct"), (_BARE, "bare"), (_COMMA, "comma")):
             mm = pattern.match(text, pos)
             if mm:
                 add(mm, kind)
                 break
-    # Enumerations continue after commas: "a - before, b - after 1 month", "A), B) ...";
-    # accepted only after a marker of the same kind earlier in the same sentence.
-    for m in re.finditer(r"(?<=,)\s+(?=\S)", text):
+    # Enumerations continue after commas and "and": "a - before, b - after 1 month", "A), B) ...",
+    # "stages: a early, b intermediate and c late"; a bare label may also start one after a comma
+    # ("fish, a left and b right sagitta") -- the filter keeps bare labels only as a sequence a, b, ...
+    for m in re.finditer(r"(?:(?<=,)|\band)\s+(?=\S)", text):
         pos = m.end()
         if taken[pos]:
             continue
+        sentence_start = _sentence_bounds(text, pos)
+        earlier = {mk.kind for mk in found if sentence_start <= mk.start < pos}
         mm = _PUNCT_CONTINUED.match(text, pos)
-        if not mm:
-            continue
-        sentence_start = max(text.rfind(". ", 0, pos), text.rfind("; ", 0, pos), 0)
-        if any(mk.kind == "punct" and sentence_start <= mk.start < pos for mk in found):
+        if mm and "punct" in earlier:
             add(mm, "punct")
+            continue
+        mm = _BARE.match(text, pos)
+        if mm and all(label_scheme(label) == "letter" and len(label) == 1 for label in expand_labels(mm.group(1))):
+            marker = add(mm, "bare")
+            if marker is not None:
+                marker.inner = True
+    _continue_sequences(text, found, taken, add)
     found.sort(key=lambda mk: mk.start)
     return found
 
 
+def _continue_sequences(text: str, found: list[Marker], taken: list[bool], add) -> None:
+    """Labels run in order: after a marker "A." (or "A)", "A:") the next label written the same way
+    is a marker even mid-sentence, as in captions without full stops: "A. Before treatment B. After"."""
+    queue = [mk for mk in found if mk.kind == "punct" and len(mk.labels) == 1]
+    while queue:
+        mk = queue.pop()
+        label = mk.labels[-1]
+        if len(label) != 1 or not label.isalpha() or label in "zZ":
+            continue
+        form = text[mk.start : mk.end].strip()[len(label) :].strip()[:1]
+        if form not in ".):":
+            continue
+        nxt = re.compile(r"(?<=[a-z0-9,\s])\s(" + chr(ord(label) + 1) + r")" + re.escape(form) + r"\s+(?=[A-Z(])")
+        m = nxt.search(text, mk.end)
+        if m and not any(taken[m.start(1) : m.end()]):
+            new = add(m, "punct", start=m.start(1))
+            if new is not None:
+                queue.append(new)
+
+
 def _choose_scheme(markers: list[Marker]) -> str | None:
-    weights = {"paren": 2.0, "bold": 3.0, "panel": 2.0, "punct": 1.5, "bare": 1.0}
+    """The top-level label scheme: letters, digits or roman numerals, by weighted votes of the markers.
+
+    Letters with roman numerals inside ("(A) controls (i, ii) ... (B) ...") stay letters: the
+    numerals are sub-labels when a letter marker comes first and the letters start at a/A.
+    """
+    weights = {"paren": 2.0, "bold": 3.0, "panel": 2.0, "punct": 1.5, "comma": 1.2, "bare": 1.0}
     has_roman = any(label_scheme(label) == "roman" for mk in markers for label in mk.labels)
     votes: dict[str, float] = {}
+    first: str | None = None
+    letters: set[str] = set()
     for mk in markers:
         schemes = {("roman" if has_roman and _roman_value(label) else label_scheme(label)) for label in mk.labels}
         if len(schemes) == 1:
             scheme = schemes.pop()
             votes[scheme] = votes.get(scheme, 0.0) + weights[mk.kind]
+            first = first or scheme
+            if scheme == "letter":
+                letters.update(label[0].lower() for label in mk.labels)
     if not votes:
         return None
+    if "letter" in votes and "roman" in votes and first == "letter" and {"a", "b"} <= letters:
+        return "letter"
     return max(votes, key=votes.get)
 
 
@@ -231,36 +296,40 @@ def _rank(label: str, scheme: str) -> int:
     return (ord(label[0].lower()) - ord("a") + 1) * 100 + (int(label[1:]) if label[1:].isdigit() else 0)
 
 
+def _is_sequence(labels: list[str], scheme: str) -> bool:
+    """Do these labels (text order) run a, b, c ... from the scheme's first label, without gaps?"""
+    ranks = [_rank(label, scheme) for label in labels]
+    first = _rank({"digit": "1", "roman": "i"}.get(scheme, "a"), scheme)
+    step = 100 if scheme == "letter" else 1
+    return len(ranks) >= 2 and ranks[0] == first and all(b - a == step for a, b in zip(ranks, ranks[1:]))
+
+
 def _filter_markers(markers: list[Marker], text: str) -> list[Marker]:
     """Keep markers of the caption's label scheme that form a believable panel-label set."""
     scheme = _choose_scheme(markers)
     if scheme is None:
         return []
     kept = [mk for mk in markers if all(_fits(label, scheme) for label in mk.labels)]
-    # Letter+digit labels ("T1", "T2") only when plain letters of the same range exist or several share a letter.
+    # Letter+digit labels ("T1", "T2") only when plain letters of the same range exist or several share a letter;
+    # "x10" / "x400" are magnifications.
     if scheme == "letter":
         plain = {label.lower() for mk in kept for label in mk.labels if len(label) == 1}
         with_digit = [label for mk in kept for label in mk.labels if len(label) > 1]
-        letters = {label[0].lower() for label in with_digit}
+        letters = {label[0].lower() for label in with_digit} - {"x"}
         good_letters = {
             ch for ch in letters
             if ch in plain or sum(label[0].lower() == ch for label in with_digit) >= 2
         }
         kept = [mk for mk in kept if all(len(label) == 1 or label[0].lower() in good_letters for label in mk.labels)]
-        # "A" article / "I" pronoun as bare labels need company: a sequence a, b(, c) of bare labels.
-    bare = [mk for mk in kept if mk.kind == "bare"]
-    if bare:
-        ranks = sorted({_rank(mk.labels[0], scheme) for mk in bare})
-        first = _rank({"digit": "1", "roman": "i"}.get(scheme, "a"), scheme)
-        sequence = len(ranks) >= 2 and ranks[0] == first
-        if not sequence:
-            kept = [mk for mk in kept if mk.kind != "bare"]
-        else:
-            # Upper-case bare labels must be followed by a capitalised word ("A Axial", not "A large").
+        # Roman sub-labels inside lettered panels: "(i)", "(v)" are numerals, not letters, when the
+        # caption also has "ii"/"iii" and its letters stop before them.
+        if any(label_scheme(label) == "roman" for mk in markers for label in mk.labels):
+            letters_used = {label[0].lower() for mk in kept for label in mk.labels if _roman_value(label) is None}
             kept = [
                 mk for mk in kept
-                if mk.kind != "bare" or not mk.labels[0][0].isupper() or _next_word_capitalised(text, mk.end)
+                if not any(_roman_value(label) and chr(ord(label[0].lower()) - 1) not in letters_used for label in mk.labels)
             ]
+    kept = _filter_bare(kept, text, scheme)
     distinct = {label.lower() for mk in kept for label in mk.labels}
     if len(distinct) < 2:
         return []
@@ -268,6 +337,41 @@ def _filter_markers(markers: list[Marker], text: str) -> list[Marker]:
         # Numbered panels start 1, 2, ...; citations and counts do not.
         return []
     return kept
+
+
+def _filter_bare(kept: list[Marker], text: str, scheme: str) -> list[Marker]:
+    """Bare ("a early") and comma ("a, weak staining") labels are words too: keep them only as a sequence.
+
+    Sentence-initial ones must run from the first label ("A 45-year-old man" alone is an article);
+    upper-case ones there need a capitalised next word ("A Axial", not "A large"). Inside a sentence
+    (after a colon, comma or "and") they must run a, b, c ... in text order within that sentence.
+    """
+    loose = [mk for mk in kept if mk.kind in ("bare", "comma")]
+    if not loose:
+        return kept
+    bad: set[int] = set()
+    initial = [mk for mk in loose if not mk.inner]
+    ranks = sorted({_rank(mk.labels[0], scheme) for mk in initial})
+    first = _rank({"digit": "1", "roman": "i"}.get(scheme, "a"), scheme)
+    sentences: dict[int, list[Marker]] = {}
+    for mk in loose:
+        sentences.setdefault(_sentence_bounds(text, mk.start), []).append(mk)
+    in_sequence: set[int] = set()
+    for group in sentences.values():
+        labels = [label for mk in group for label in mk.labels]
+        if _is_sequence(labels, scheme):
+            in_sequence.update(id(mk) for mk in group)
+    for mk in loose:
+        if id(mk) in in_sequence and (len(sentences[_sentence_bounds(text, mk.start)]) > 1):
+            continue  # a run a, b, c inside one sentence: "stages: a early, b intermediate, c late"
+        if mk.inner:
+            bad.add(id(mk))
+            continue
+        if not (len(ranks) >= 2 and ranks[0] == first):
+            bad.add(id(mk))
+        elif mk.labels[0][0].isupper() and not _next_word_capitalised(text, mk.end):
+            bad.add(id(mk))
+    return [mk for mk in kept if id(mk) not in bad]
 
 
 def _next_word_capitalised(text: str, pos: int) -> bool:
@@ -314,8 +418,14 @@ def _join(parts: list[str]) -> str:
     return " ".join(out)
 
 
+_GROUPED = re.compile(r"\(\s*(\(\s*" + _LIST + r"\s*\)(?:\s*(?:,|and|&|;)?\s*\(\s*" + _LIST + r"\s*\))+)\s*\)")
+# "...reduced tumour growth.A. Images of ...": a label glued to the end of the previous sentence.
+_GLUED = re.compile(r"(?:(?<=[a-z]{2})|(?<=[)\]%\d]))\.(?=[A-Za-z]\d{0,2}[.):]\s)")
+
+
 def _prepare(text: str) -> str:
-    """Unescape, turn bold label markup into private-use brackets, strip the rest of the markup."""
+    """Unescape, turn bold label markup into private-use brackets, strip the rest of the markup,
+    ungroup "((a), (b))" into "(a, b)" and unglue "growth.A. Images"."""
     if not text:
         return ""
     for _ in range(2):  # doubly escaped markup (&amp;lt;b&amp;gt;) is common in Open-i
@@ -323,16 +433,34 @@ def _prepare(text: str) -> str:
             break
         text = html.unescape(text)
     text = _BOLD_TAG.sub(lambda m: f" {_BOLD_OPEN}{m.group(2)}{_BOLD_CLOSE} ", text)
-    return clean_caption_text(text)
+    text = clean_caption_text(text)
+    text = _GROUPED.sub(lambda m: "(" + ", ".join(re.findall(r"\(\s*([^()]*?)\s*\)", m.group(1))) + ")", text)
+    return _GLUED.sub(". ", text)
+
+
+@dataclass(frozen=True)
+class Subcaption:
+    """One panel's part of a caption: top-level ``label``, its ``text``, and the ``sublabels``
+    (A1, A2 of panel A) the caption names inside it."""
+
+    label: str
+    text: str
+    sublabels: tuple[str, ...] = ()
 
 
 def split_caption(text: str) -> list[tuple[str, str]]:
     """Split a compound-figure caption into ``[(label, subcaption), ...]`` in label order.
 
     Returns ``[]`` when the caption names fewer than two panels. Labels keep
-    the caption's case ("A" or "a"); ranges and lists are expanded. Raw
-    HTML/JATS is accepted (bold labels are markers).
+    the caption's case ("A" or "a"); ranges and lists are expanded; sub-labels
+    ("A1", "A2") are folded into their panel ("A") -- see :func:`split_caption_detailed`.
+    Raw HTML/JATS is accepted (bold labels are markers).
     """
+    return [(sub.label, sub.text) for sub in split_caption_detailed(text)]
+
+
+def split_caption_detailed(text: str) -> list[Subcaption]:
+    """Like :func:`split_caption`, with each panel's sub-labels."""
     text = _prepare(text or "")
     if not text:
         return []
@@ -340,28 +468,39 @@ def split_caption(text: str) -> list[tuple[str, str]]:
     if not markers:
         return []
     scheme = _choose_scheme(markers) or "letter"
+    top = _top_labels(markers, scheme)
     previous: Marker | None = None
+    named: set[str] = set()
     for mk in markers:
+        first_mention = not any(label.lower() in named for label in mk.labels)
+        named.update(label.lower() for label in mk.labels)
         mk.leading = (
-            mk.kind in ("bold", "punct", "bare", "panel")
+            mk.kind in ("bold", "punct", "comma", "bare", "panel")
             or _sentence_start(text, mk.start)
             or _after_marker(text, mk, markers)
             # "(a) Week 0, (b) week 2 and (c) week 4": an enumeration of leading markers.
             or (previous is not None and previous.leading and _continues_enumeration(text, previous, mk))
             # "... of Lee et al. (A) Bland-Altman plot": a capitalised word follows, after a dot.
             or (text[: mk.start].rstrip().endswith(".") and _next_word_capitalised(text, mk.end))
+            # "Micrographs of (A) control and (B) treated cells": a first mention after a preposition.
+            or (first_mention and bool(_PREPOSITION_BEFORE.search(text[max(0, mk.start - 12) : mk.start])))
         )
         previous = mk
+    markers = _add_closing_markers(text, markers, top)
     own: dict[str, list[str]] = {}
     display: dict[str, str] = {}
+    subs: dict[str, list[str]] = {}
 
     def give(labels: list[str], segment: str) -> None:
         segment = _tidy(segment)
         for label in labels:
-            key = label.lower()
-            display.setdefault(key, label)
+            parent = top.get(label.lower(), label)
+            key = parent.lower()
+            display.setdefault(key, parent)
             own.setdefault(key, [])
-            if segment:
+            if parent.lower() != label.lower() and label not in subs.setdefault(key, []):
+                subs[key].append(label)
+            if segment and segment not in own[key]:
                 own[key].append(segment)
 
     leading = [mk for mk in markers if mk.leading]
@@ -378,17 +517,71 @@ def split_caption(text: str) -> list[tuple[str, str]]:
     else:
         # Only trailing markers: unlabelled closing sentences describe every panel.
         tail = _join([_tidy(p) for p in after_parts])
+    waiting: list[str] = []  # labels of markers with no text of their own: "(A), (B) text", "(B) and C) text"
     for i, mk in enumerate(leading):
         stop = leading[i + 1].start if i + 1 < len(leading) else len(text)
         segment = _strip_inner_markers(text, mk.end, stop, markers)
         if i + 1 == len(leading):
             segment, tail = _split_shared_tail(segment)
-        give(mk.labels, segment)
+        if not _tidy(segment) and i + 1 < len(leading):
+            waiting += mk.labels
+            continue
+        half = _HALF_PHRASE.match(segment)
+        if half and i + 1 < len(leading):
+            nxt_stop = leading[i + 2].start if i + 2 < len(leading) else len(text)
+            rest = _strip_inner_markers(text, leading[i + 1].end, nxt_stop, markers).strip().split(None, 1)
+            if len(rest) == 2:
+                remainder = rest[1] if i + 2 < len(leading) else _split_shared_tail(rest[1])[0]
+                segment = f"{half.group(1)} {remainder}"
+        give(waiting + mk.labels, segment)
+        waiting = []
     lead = _join([_tidy(p) for p in lead_parts])
     keys = sorted(own, key=lambda k: _rank(display[k], scheme))
     if len(keys) < 2:
         return []
-    return [(display[k], _join([lead] + own[k] + [tail])) for k in keys]
+    return [
+        Subcaption(display[k], _join([lead] + own[k] + [tail]), tuple(sorted(subs.get(k, []), key=lambda s: _rank(s, scheme))))
+        for k in keys
+    ]
+
+
+def _top_labels(markers: list[Marker], scheme: str) -> dict[str, str]:
+    """Sub-label -> its panel: "a1" -> "a" when the caption names two or more panels' letters.
+
+    With one letter only ("A1", "A2", "A3") the sub-labels are the panels.
+    """
+    if scheme != "letter":
+        return {}
+    labels = [label for mk in markers for label in mk.labels]
+    letters = {label[0].lower() for label in labels}
+    if len(letters) < 2:
+        return {}
+    return {label.lower(): label[0] for label in labels if len(label) > 1}
+
+
+def _add_closing_markers(text: str, markers: list[Marker], top: dict[str, str]) -> list[Marker]:
+    """A label that closes a sentence inside another label's text, and that no leading marker names,
+    takes that sentence: "(B) Lateral view. CT showing the fracture line (C)." gives C its sentence."""
+    leading = [mk for mk in markers if mk.leading]
+    if not leading:
+        return markers
+    named = {top.get(label.lower(), label).lower() for mk in leading for label in mk.labels}
+    added = []
+    for mk in markers:
+        if mk.leading or mk.start < leading[0].start:
+            continue
+        after = text[mk.end :].lstrip()
+        if after and after[0] not in ".;":
+            continue
+        if any(top.get(label.lower(), label).lower() in named for label in mk.labels):
+            continue
+        start = _sentence_bounds(text, mk.start)
+        owner = max((ld for ld in leading if ld.start <= mk.start), key=lambda ld: ld.start)
+        if start <= owner.end:
+            continue  # the owner's own first sentence: "(B) view of the fracture (C)." stays B's
+        added.append(Marker(start, start, list(mk.labels), "closing", leading=True))
+        named.update(top.get(label.lower(), label).lower() for label in mk.labels)
+    return sorted(markers + added, key=lambda mk: (mk.start, mk.end))
 
 
 def _continues_enumeration(text: str, previous: Marker, mk: Marker) -> bool:

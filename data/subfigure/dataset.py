@@ -30,8 +30,9 @@ from typing import Any, Iterator
 
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image
 from data.subfigure.align import align
-from data.subfigure.captions import split_caption
+from data.subfigure.captions import split_caption_detailed
 from data.subfigure.figure import split_figure
+from data.subfigure.labels import caption_units
 from utils.atomic import atomic_open, atomic_write_json
 from utils.json_file import read_json_file
 
@@ -119,12 +120,14 @@ def _process(task: tuple[int, Any, str, str, str, int]) -> dict:
     stem = f"{_safe_stem(image_field)}-{key[:10]}"
     extras = _extras(record)
     width, height = img.size
-    subcaptions = split_caption(caption)
+    detailed = split_caption_detailed(caption)
+    subcaptions = [(sub.label, sub.text) for sub in detailed]
     pairs = None
     panels = []
     if subcaptions:
-        panels = split_figure(img)
-        pairs = align([p.candidates for p in panels], subcaptions)
+        sublabels = {sub.label: sub.sublabels for sub in detailed if sub.sublabels}
+        panels = split_figure(img, labels=caption_units([(sub.label, sub.sublabels) for sub in detailed]))
+        pairs = align([p.candidates for p in panels], subcaptions, sublabels)
     if not pairs:
         suffix = source.suffix.lower() if source.suffix else ".img"
         target = out / CROPS_DIR / f"{stem}{suffix}"

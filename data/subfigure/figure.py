@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from data.image_io import open_image
-from data.subfigure.ocr import LabelCandidate, get_reader
-from data.subfigure.panels import Box, detect_panels
+from data.subfigure.labels import caption_accepts, choose_labels
+from data.subfigure.ocr import CORNERS, LabelCandidate, get_reader
+from data.subfigure.panels import Box, detect_panels, reading_order
+from data.subfigure.seeds import split_at_labels
 
 __all__ = ["Panel", "split_figure"]
 
@@ -21,8 +25,9 @@ class Panel:
 
     ``box`` is (x0, y0, x1, y1) in image pixels (x1/y1 exclusive); ``label`` is
     the OCR'd panel label ("A", "b", "3", "iv") or ``None``; ``confidence`` is
-    the recogniser's confidence in it (0.0 without a label). ``candidates``
-    holds every reading, best first, for matching against a caption.
+    the evidence for it (recogniser confidence x closeness to the corner x
+    caption match; 0.0 without a label). ``candidates`` holds the chosen
+    reading, for matching against a caption.
     """
 
     box: Box
@@ -31,21 +36,61 @@ class Panel:
     candidates: tuple[LabelCandidate, ...] = field(default=(), repr=False, compare=False)
 
 
-def split_figure(image: Image.Image | str | Path, *, ocr: bool = True) -> list[Panel]:
+def split_figure(
+    image: Image.Image | str | Path, *, ocr: bool = True, labels: Sequence[str] | None = None
+) -> list[Panel]:
     """Panels of a figure in reading order; a figure without visible panels gives one whole-image panel.
 
     ``image`` is a PIL image or a path (opened with :func:`data.image_io.open_image`,
     so a missing, truncated, non-image or oversized file raises
     :class:`data.image_io.ImageError`). ``ocr=False`` skips label reading.
+    ``labels`` are the labels the caption names (with sub-labels, see
+    :func:`data.subfigure.labels.caption_units`): only those are accepted as
+    panel labels. Without them any label-shaped reading may be chosen. Either
+    way the chosen labels increase along the panels and sit near a corner.
     """
     if not isinstance(image, Image.Image):
         image = open_image(image)
     rgb = np.asarray(image.convert("RGB"))
-    boxes = detect_panels(rgb)
-    if len(boxes) < 2 or not ocr:
+    expected = _expected_panels(labels) if labels else 0
+    boxes = detect_panels(rgb, expected or None)
+    if not ocr or (len(boxes) < 2 and expected < 2):
         return [Panel(box, None, 0.0) for box in boxes]
-    readings = get_reader().read(rgb, boxes)
+    reader = get_reader()
+    accept = caption_accepts(labels) if labels else None
+    readings = reader.read(rgb, boxes, accept)
+    chosen = choose_labels(readings, boxes, labels)
+    seeds_for = list(labels) if labels else _implied_labels(chosen)
+    if seeds_for and len(boxes) < _expected_panels(seeds_for):
+        # Fewer panels than the caption names (or than the labels found imply, A, B, D -> C is
+        # missing): the labels found inside the boxes seed cuts.
+        seeded = split_at_labels(rgb, boxes, chosen, seeds_for, reader, accept or caption_accepts(seeds_for))
+        if len(seeded) > len(boxes):
+            boxes = [seeded[i] for i in reading_order(seeded)]
+            corners = Counter(c.corner for c in chosen if c is not None).most_common(1)
+            readings = reader.read(rgb, boxes, accept, corners=[corners[0][0]] if corners else CORNERS)
+            chosen = choose_labels(readings, boxes, seeds_for if not labels else labels)
+    if len(boxes) < 2:
+        return [Panel(box, None, 0.0) for box in boxes]
     return [
-        Panel(box, cands[0].label if cands else None, cands[0].confidence if cands else 0.0, tuple(cands))
-        for box, cands in zip(boxes, readings)
+        Panel(box, pick.label if pick else None, pick.confidence if pick else 0.0, (pick,) if pick else ())
+        for box, pick in zip(boxes, chosen)
     ]
+
+
+def _expected_panels(units: Sequence[str]) -> int:
+    """Panels the caption names: its labels, a label with sub-labels counting once per sub-label."""
+    lowered = [u.lower() for u in units]
+    parents = {u for u in lowered if any(v != u and v.startswith(u) and v[len(u):].isdigit() for v in lowered)}
+    return sum(u not in parents for u in lowered)
+
+
+def _implied_labels(chosen: Sequence[LabelCandidate | None]) -> list[str]:
+    """Without a caption: the letters from "a" to the last label read, when two or more were read
+    ("A", "B", "D" imply a panel C)."""
+    letters = [c.label for c in chosen if c is not None and len(c.label) == 1 and c.label.isalpha()]
+    if len(letters) < 2 or len({x.isupper() for x in letters}) > 1:
+        return []
+    first = "A" if letters[0].isupper() else "a"
+    last = max(letters, key=lambda x: x.lower())
+    return [chr(c) for c in range(ord(first), ord(last) + 1)]

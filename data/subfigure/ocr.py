@@ -26,8 +26,8 @@ import subprocess
 import tempfile
 import threading
 import unicodedata
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -55,7 +55,19 @@ DETECT_SIDE = 288
 WINDOW_PANEL_FRACTION = 0.45
 WINDOW_MIN = 48
 # Text boxes recognised per window (nearest to the corner first).
-CANDIDATES_PER_WINDOW = 3
+CANDIDATES_PER_WINDOW = 4
+# Labels are at least this share of the figure's short side tall (tick values and units are smaller).
+MIN_LABEL_HEIGHT = 0.012
+# Glyph groups recognised per region when looking for labels inside merged panels.
+REGION_CANDIDATES = 24
+# Ink groups filling more of their box than this are blobs, not glyphs (bold "B" fills 0.82, a disc 0.79);
+# above DENSE_FILL a group counts as a glyph only with a hole in it.
+SOLID_FILL = 0.9
+DENSE_FILL = 0.7
+# The text detector sees a region looking for labels at this size.
+REGION_DETECT_SIDE = 640
+# Glyph groups this far apart (x their height) are also offered joined: "b" "2" -> "b2".
+LOOSE_GAP = 1.0
 # Corners are probed on this many panels; probing stops at a corner whose labels
 # sum to this confidence per probed panel and mostly increase in reading order.
 PROBE_PANELS = 3
@@ -79,6 +91,7 @@ class LabelCandidate:
     confidence: float
     corner: str
     distance: float
+    box: tuple[int, int, int, int] | None = None  # where the reading is, in figure pixels (when known)
 
 
 def parse_label(text: str) -> str | None:
@@ -132,6 +145,7 @@ class LabelReader:
         if self.backend is None:
             raise OCRUnavailable(f"unknown OCR backend {backend!r}")
         self._lock = threading.Lock()
+        self._min_height = 4
 
     # ------------------------------------------------------------------ windows
 
@@ -163,27 +177,31 @@ class LabelReader:
         results, _ = self._engine.text_rec([np.ascontiguousarray(c[:, :, ::-1]) for c in crops])
         return [(str(text), float(score)) for text, score, *_ in results]
 
-    def _recognise_boxes(
-        self, items: list[tuple[int, float, np.ndarray]], corner: str, out: list[list[LabelCandidate]]
-    ) -> None:
-        """Recognise (window index, distance, crop) items; parsed labels go to ``out[index]``."""
-        results = self._recognise([crop for _, _, crop in items])
-        for (k, dist, _), (text, score) in zip(items, results):
+    def _recognise_boxes(self, items: list[tuple], corner: str, out: list[list[LabelCandidate]]) -> None:
+        """Recognise (window index, distance, crop, box in figure pixels) items; labels go to ``out[index]``."""
+        results = self._recognise([item[2] for item in items])
+        for (k, dist, _, where), (text, score) in zip(items, results):
             label = parse_label(text)
             if label is not None:
-                out[k].append(LabelCandidate(label, score, corner, dist))
+                out[k].append(LabelCandidate(label, score, corner, dist, where))
 
-    def _glyph_stage(self, windows: list[np.ndarray], corner: str, out: list[list[LabelCandidate]]) -> None:
+    def _glyph_stage(self, windows: list[np.ndarray], origins: list[tuple[int, int]], corner: str,
+                     out: list[list[LabelCandidate]]) -> None:
         items = []
         for k, window in enumerate(windows):
-            for dist, (gx0, gy0, gx1, gy1) in find_glyph_groups(window, corner)[:CANDIDATES_PER_WINDOW]:
+            ox, oy = origins[k]
+            groups = [g for g in find_glyph_groups(window, corner) if g[1][3] - g[1][1] >= self._min_height]
+            for dist, (gx0, gy0, gx1, gy1) in groups[:CANDIDATES_PER_WINDOW]:
                 pad = max(2, (gy1 - gy0) // 4)
-                items.append((k, dist, window[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]))
+                crop = window[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]
+                items.append((k, dist, crop, (ox + gx0, oy + gy0, ox + gx1, oy + gy1)))
         self._recognise_boxes(items, corner, out)
 
-    def _detector_stage(self, windows: list[np.ndarray], corner: str, out: list[list[LabelCandidate]]) -> None:
+    def _detector_stage(self, windows: list[np.ndarray], origins: list[tuple[int, int]], corner: str,
+                        out: list[list[LabelCandidate]]) -> None:
         items = []
         for k, window in enumerate(windows):
+            ox, oy = origins[k]
             if out[k] or window.shape[0] < 4 or window.shape[1] < 4:
                 continue
             scale = DETECT_SIDE / max(window.shape[:2])
@@ -195,6 +213,8 @@ class LabelReader:
                 bw, bh = bx1 - bx0, by1 - by0
                 if bh <= 0 or bw / bh > 4.0 or bh > 0.7 * side:  # labels are short
                     continue
+                if bh / scale < self._min_height:  # tick values and units are set smaller than labels
+                    continue
                 cx = bx0 if corner in ("tl", "bl") else resized.shape[1] - bx1
                 cy = by0 if corner in ("tl", "tr") else resized.shape[0] - by1
                 ranked.append((float(np.hypot(cx, cy)) / side, (bx0, by0, bx1, by1)))
@@ -203,35 +223,47 @@ class LabelReader:
                 pad = max(2, (by1 - by0) // 5)
                 crop = resized[max(0, by0 - pad) : by1 + pad, max(0, bx0 - pad) : bx1 + pad]
                 if crop.size:
-                    items.append((k, dist, crop))
+                    where = tuple(int(round(v / scale)) + o for v, o in zip((bx0, by0, bx1, by1), (ox, oy, ox, oy)))
+                    items.append((k, dist, crop, where))
         self._recognise_boxes(items, corner, out)
 
     def _read_corner(self, rgb: np.ndarray, boxes: Sequence[Box], corner: str) -> list[list[LabelCandidate]]:
         """Candidates per panel at one corner: glyph finder first (cheap), text detector for the rest."""
         fig_h, fig_w = rgb.shape[:2]
-        windows = []
+        self._min_height = max(4, int(MIN_LABEL_HEIGHT * min(fig_w, fig_h)))
+        windows, origins = [], []
         for box in boxes:
             x0, y0, x1, y1 = self._window(box, corner, fig_w, fig_h)
             windows.append(rgb[y0:y1, x0:x1])
+            origins.append((x0, y0))
         out: list[list[LabelCandidate]] = [[] for _ in boxes]
         if self.backend == "tesseract":
             for k, window in enumerate(windows):
                 out[k] = _tesseract_window(window, corner)
         else:
-            self._glyph_stage(windows, corner, out)
-            self._detector_stage(windows, corner, out)
+            self._glyph_stage(windows, origins, corner, out)
+            self._detector_stage(windows, origins, corner, out)
+            # Distances from the panel's own corner, in window sides.
+            for k, box in enumerate(boxes):
+                side = float(max(windows[k].shape[:2]) or 1)
+                out[k] = [replace(c, distance=_corner_distance(c.box, box, corner) / side) if c.box else c for c in out[k]]
         return [sorted(c, key=lambda c: (c.distance, -c.confidence)) for c in out]
 
     # ------------------------------------------------------------------ public
 
-    def read(self, rgb: np.ndarray, boxes: Sequence[Box]) -> list[list[LabelCandidate]]:
+    def read(
+        self, rgb: np.ndarray, boxes: Sequence[Box], accept: Callable[[str], bool] | None = None,
+        corners: Sequence[str] = CORNERS,
+    ) -> list[list[LabelCandidate]]:
         """Label candidates per panel box (boxes in reading order), best first.
 
         Corners are probed in turn on the first panels until one gives a
         convincing label sequence (labelled, one scheme, increasing in reading
         order); the best corner is then read for all panels, the other probed
         corners' readings follow as fallbacks, and readings in the figure's
-        dominant scheme go first.
+        dominant scheme go first. ``accept`` (e.g. "the caption names it")
+        drops other readings before the corners are compared; ``corners``
+        limits the corners probed (a figure read before keeps its corner).
         """
         rgb = np.asarray(rgb)
         if not boxes:
@@ -241,20 +273,68 @@ class LabelReader:
         readings: dict[str, list[list[LabelCandidate]]] = {}
         scores: dict[str, float] = {}
         with self._lock:  # one onnxruntime call at a time per engine
-            for corner in CORNERS:
-                readings[corner] = self._read_corner(rgb, [boxes[i] for i in probe], corner)
+            for corner in corners:
+                readings[corner] = _keep(self._read_corner(rgb, [boxes[i] for i in probe], corner), accept)
                 scores[corner], ordered = sequence_score(readings[corner])
                 if scores[corner] >= CONVINCING * len(probe) and ordered >= 0.75:
                     break
             best = max(readings, key=lambda c: scores[c])
             rest = list(range(len(probe), len(boxes)))
-            found = readings[best] + (self._read_corner(rgb, [boxes[i] for i in rest], best) if rest else [])
+            found = readings[best] + (_keep(self._read_corner(rgb, [boxes[i] for i in rest], best), accept) if rest else [])
             # A panel whose label is elsewhere (or was missed) gets the other probed corners' readings.
             for i in probe:
                 for corner in sorted(readings, key=lambda c: -scores[c]):
                     if corner != best:
                         found[i] = found[i] + readings[corner][i]
         return _prefer_dominant_scheme(found)
+
+
+    def read_region(
+        self, rgb: np.ndarray, box: Box, accept: Callable[[str], bool], min_height: int, max_height: int,
+        limit: int = REGION_CANDIDATES,
+    ) -> list[LabelCandidate]:
+        """Label-like glyph groups anywhere inside ``box`` (not only at its corners) that ``accept`` takes.
+
+        Used to find the labels of panels that the cutter left merged, so their positions can seed cuts.
+        Groups are kept by size (``min_height`` .. ``max_height`` pixels), nearest the top left first.
+        """
+        x0, y0, x1, y1 = box
+        region = np.asarray(rgb)[y0:y1, x0:x1]
+        groups = [
+            (d, g) for d, g in find_glyph_groups(region, "tl", max_side=max_height)
+            if min_height <= g[3] - g[1] <= max_height
+        ][:limit]
+        if self.backend == "rapidocr" and region.shape[0] >= 8 and region.shape[1] >= 8:
+            # The text detector too (heavy or touching glyphs escape the glyph finder), on a copy of
+            # at most REGION_DETECT_SIDE pixels.
+            scale = min(1.0, REGION_DETECT_SIDE / max(region.shape[:2]))
+            small = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else region
+            with self._lock:
+                found = self._detect(small)
+            for bx0, by0, bx1, by1 in found:
+                g = tuple(int(round(v / scale)) for v in (bx0, by0, bx1, by1))
+                if min_height <= g[3] - g[1] <= max_height and g[2] - g[0] <= 3 * (g[3] - g[1]):
+                    groups.append((float(np.hypot(g[0], g[1])) / max(region.shape[:2]), g))
+        items = []
+        for dist, (gx0, gy0, gx1, gy1) in groups:
+            pad = max(2, (gy1 - gy0) // 4)
+            crop = region[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]
+            items.append((0, dist, crop, (x0 + gx0, y0 + gy0, x0 + gx1, y0 + gy1)))
+        out: list[list[LabelCandidate]] = [[]]
+        with self._lock:
+            self._recognise_boxes(items, "tl", out)
+        return [c for c in out[0] if accept(c.label)]
+
+
+def _corner_distance(where: Box, box: Box, corner: str) -> float:
+    """Pixels from the reading's nearest corner to the panel's ``corner`` (inside or outside the panel)."""
+    dx = abs(where[0] - box[0]) if corner in ("tl", "bl") else abs(box[2] - where[2])
+    dy = abs(where[1] - box[1]) if corner in ("tl", "tr") else abs(box[3] - where[3])
+    return float(np.hypot(dx, dy))
+
+
+def _keep(found: list[list[LabelCandidate]], accept: Callable[[str], bool] | None) -> list[list[LabelCandidate]]:
+    return found if accept is None else [[c for c in cands if accept(c.label)] for cands in found]
 
 
 def _prefer_dominant_scheme(found: list[list[LabelCandidate]]) -> list[list[LabelCandidate]]:
@@ -337,7 +417,7 @@ def sequence_score(readings: list[list[LabelCandidate]]) -> tuple[float, float]:
     return total * (0.4 + 0.3 * ordered + 0.3 * placed), ordered
 
 
-def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]]:
+def find_glyph_groups(window: np.ndarray, corner: str, max_side: int | None = None) -> list[tuple[float, Box]]:
     """Boxes of glyph-like ink groups in a corner window, nearest to ``corner`` first.
 
     Panel labels are solid black, white or yellow characters on a contrasting
@@ -357,14 +437,20 @@ def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]
     groups: list[tuple[float, Box]] = []
     for mask in masks:
         mask_u8 = mask.astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask_u8, connectivity=8)
+        n, labelled, stats, _ = cv2.connectedComponentsWithStats(mask_u8, connectivity=8)
         glyphs = []
-        for x, y, gw, gh, area in stats[1:n]:
-            if not (0.06 * side <= gh <= 0.75 * side) or gw > 1.6 * gh:
+        for index, (x, y, gw, gh, area) in enumerate(stats[1:n], start=1):
+            if max_side is not None:
+                if not (0.25 * max_side <= gh <= max_side) or gw > 1.6 * gh:
+                    continue
+            elif not (0.06 * side <= gh <= 0.75 * side) or gw > 1.6 * gh:
                 continue
             fill = area / float(gw * gh)
-            # Strokes leave most of a glyph's box empty; only bar-shaped glyphs (I, l, 1) are nearly solid.
-            if fill < 0.08 or (fill > 0.7 and gw > 0.45 * gh):
+            # Strokes leave much of a glyph's box empty; only bar-shaped glyphs (I, l, 1) are nearly solid.
+            if fill < 0.08 or (fill > SOLID_FILL and gw > 0.45 * gh):
+                continue
+            # A dense wide group must have a hole ("B", "D", "8"); a disc or a square has none.
+            if fill > DENSE_FILL and gw > 0.45 * gh and not _has_hole(labelled[y : y + gh, x : x + gw] == index):
                 continue
             # Surroundings: a ring around the box must be mostly not this colour.
             m = max(2, gh // 4)
@@ -386,6 +472,11 @@ def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]
                     merged[-1] = [min(last[0], gl[0]), min(last[1], gl[1]), max(last[2], gl[2]), max(last[3], gl[3])]
                     continue
             merged.append(gl)
+        # A multi-character label ("b2") may be set loosely: also offer each group joined to its right neighbour.
+        for a, b in zip(merged, merged[1:]):
+            height = max(a[3] - a[1], b[3] - b[1])
+            if b[0] - a[2] <= LOOSE_GAP * height and min(a[3], b[3]) - max(a[1], b[1]) >= 0.5 * min(a[3] - a[1], b[3] - b[1]):
+                merged.append([a[0], min(a[1], b[1]), b[2], max(a[3], b[3])])
         for x0, y0, x1, y1 in merged:
             if (x1 - x0) > 4.0 * (y1 - y0):
                 continue
@@ -394,6 +485,13 @@ def find_glyph_groups(window: np.ndarray, corner: str) -> list[tuple[float, Box]
             groups.append((float(np.hypot(cx, cy)) / side, (x0, y0, x1, y1)))
     groups.sort()
     return groups
+
+
+def _has_hole(component: np.ndarray) -> bool:
+    """Does a glyph's mask enclose background (the counters of "B", "o", "8")?"""
+    background = np.pad(~component, 1, constant_values=True).astype(np.uint8)
+    n, _ = cv2.connectedComponents(background, connectivity=4)
+    return n > 2  # the outside plus at least one enclosed region
 
 
 def _tesseract_window(window: np.ndarray, corner: str) -> list[LabelCandidate]:

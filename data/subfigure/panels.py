@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from data.subfigure.seams import split_touching
+
 __all__ = ["Box", "detect_panels", "reading_order", "estimate_background"]
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1/y1 exclusive), original pixels
@@ -46,6 +48,8 @@ MAX_CROSSING_THICKNESS = 4
 FRAGMENT_SIDE_FRACTION = 0.06
 FRAGMENT_AREA_FRACTION = 0.012
 MIN_PANEL_SIDE = 16
+# Fragments smaller than this share of the short side (both ways) may be panel labels.
+LABEL_FRAGMENT_FRACTION = 0.06
 MAX_DEPTH = 8
 
 
@@ -309,8 +313,19 @@ def _merge_fragments(leaves: list[Box], width: int, height: int) -> list[Box]:
         else:
             fragments.append(b)
     fragments.sort(key=_area, reverse=True)
+    label_side = LABEL_FRAGMENT_FRACTION * min(width, height)
     for frag in fragments:
-        ranked = sorted(range(len(panels)), key=lambda i: _distance(frag, panels[i]))
+        fw, fh = frag[2] - frag[0], frag[3] - frag[1]
+        label_like = fw <= label_side and fh <= label_side and fw <= 3 * fh
+
+        def cost(i: int) -> float:
+            # A label-sized fragment belongs to the panel whose top-left corner it sits at (labels are
+            # printed at the top left, often in a chart's white margin nearer the previous panel).
+            p = panels[i]
+            at_top_left = frag[0] <= p[0] + 0.25 * (p[2] - p[0]) and frag[1] <= p[1] + 0.25 * (p[3] - p[1])
+            return _distance(frag, p) + (0.0 if not label_like or at_top_left else label_side)
+
+        ranked = sorted(range(len(panels)), key=cost)
         for i in ranked:
             merged = _union(frag, panels[i])
             if all(_intersection(merged, panels[j]) == 0 for j in range(len(panels)) if j != i):
@@ -319,24 +334,28 @@ def _merge_fragments(leaves: list[Box], width: int, height: int) -> list[Box]:
     return panels
 
 
-def reading_order(boxes: list[Box]) -> list[int]:
-    """Indices of ``boxes`` in reading order: rows top to bottom, left to right in a row.
+def reading_order(boxes: list[Box], by_columns: bool = False) -> list[int]:
+    """Indices of ``boxes`` in reading order: rows top to bottom, left to right in a row
+    (``by_columns``: columns left to right, top to bottom in a column).
 
     A row is the top-most remaining box and every box that starts in its upper
     half, so a tall panel beside two stacked ones reads (tall, top, bottom).
     """
+    a, b = (0, 1) if by_columns else (1, 0)  # the axis that makes lines, the axis along them
     remaining = list(range(len(boxes)))
     order: list[int] = []
     while remaining:
-        top = min(remaining, key=lambda i: (boxes[i][1], boxes[i][0]))
-        limit = boxes[top][1] + 0.5 * (boxes[top][3] - boxes[top][1])
-        row = sorted((i for i in remaining if boxes[i][1] < limit), key=lambda i: boxes[i][0])
+        top = min(remaining, key=lambda i: (boxes[i][a], boxes[i][b]))
+        limit = boxes[top][a] + 0.5 * (boxes[top][a + 2] - boxes[top][a])
+        row = sorted((i for i in remaining if boxes[i][a] < limit), key=lambda i: boxes[i][b])
         order.extend(row)
         remaining = [i for i in remaining if i not in row]
     return order
 
 
-def _panels_for_background(rgb: np.ndarray, background: np.ndarray, scale: float, work_size: tuple[int, int]) -> list[Box]:
+def _panels_for_background(
+    rgb: np.ndarray, background: np.ndarray, scale: float, work_size: tuple[int, int], expected: int | None = None
+) -> list[Box]:
     """XY-cut + fragment merging with one assumed background colour (work coordinates)."""
     channels = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), tuple(float(v) for v in background) + (0.0,)))
     diff = cv2.max(cv2.max(channels[0], channels[1]), channels[2])
@@ -350,13 +369,48 @@ def _panels_for_background(rgb: np.ndarray, background: np.ndarray, scale: float
         work_rgb = rgb
     cutter = _Cutter(fg_any, fg_major, work_rgb, background)
     leaves = cutter.cut((0, 0, work_size[0], work_size[1]))
-    return _merge_fragments(leaves, work_size[0], work_size[1])
+    panels = _merge_fragments(leaves, work_size[0], work_size[1])
+    # Panels that touch (no gutter): separator lines and seams inside the XY-cut's panels.
+    # With the caption's panel count, only the strongest cuts up to that count are made.
+    split = split_touching(np.ascontiguousarray(work_rgb), panels, background, limit=expected)
+    return _attach_outside_labels(fg_any, split)
 
 
-def detect_panels(image: Image.Image | np.ndarray) -> list[Box]:
+def _attach_outside_labels(fg: np.ndarray, panels: list[Box]) -> list[Box]:
+    """Extend a panel to the small glyph just above or left of its top-left corner (a label printed in
+    the gutter, too small to stop the cutter's gap test)."""
+    if len(panels) < 2:
+        return panels
+    height, width = fg.shape
+    inside = np.zeros_like(fg, dtype=bool)
+    for x0, y0, x1, y1 in panels:
+        inside[y0:y1, x0:x1] = True
+    outside = (fg & ~inside).astype(np.uint8)
+    if not outside.any():
+        return panels
+    short = min(width, height)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(outside, connectivity=8)
+    out = list(panels)
+    for x, y, w, h, _ in stats[1:n]:
+        if not (0.006 * short <= h <= LABEL_FRAGMENT_FRACTION * short) or w > 3 * h:
+            continue
+        for i, (x0, y0, x1, y1) in enumerate(out):
+            above = y + h <= y0 and y0 - (y + h) <= 1.5 * h and x0 - h <= x <= x0 + 0.25 * (x1 - x0)
+            left = x + w <= x0 and x0 - (x + w) <= 1.5 * h and y0 - h <= y <= y0 + 0.25 * (y1 - y0)
+            if above or left:
+                grown = (min(x0, x), min(y0, y), max(x1, x + w), max(y1, y + h))
+                if all(_intersection(grown, other) == 0 for j, other in enumerate(out) if j != i):
+                    out[i] = grown
+                break
+    return out
+
+
+def detect_panels(image: Image.Image | np.ndarray, expected: int | None = None) -> list[Box]:
     """Panel boxes of a figure (original pixel coordinates) in reading order.
 
     A figure without visible gaps comes back as one box: the whole image.
+    ``expected`` is the number of panels the caption names, if known: cuts at
+    separator lines and seams stop at that count (strongest first).
     """
     rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
     if rgb.ndim == 2:
@@ -369,11 +423,11 @@ def detect_panels(image: Image.Image | np.ndarray) -> list[Box]:
     work_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     step = max(1, max(height, width) // 400)
     background = estimate_background(rgb[::step, ::step])
-    panels = _panels_for_background(rgb, background, scale, work_size)
+    panels = _panels_for_background(rgb, background, scale, work_size, expected)
     if float(np.mean(background)) < 64:
         # Dark "background" may be the black surround of MR/CT/ultrasound panels
         # on a white page whose gaps are narrow: try white and keep the finer split.
-        white = _panels_for_background(rgb, np.array([255.0, 255.0, 255.0]), scale, work_size)
+        white = _panels_for_background(rgb, np.array([255.0, 255.0, 255.0]), scale, work_size, expected)
         if len(white) > len(panels):
             panels = white
     if len(panels) <= 1:
