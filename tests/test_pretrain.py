@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def epoch_lines(output_dir):
     lines = [json.loads(l) for l in (Path(output_dir) / "log.txt").read_text().splitlines()]
-    return [l for l in lines if "step" not in l]
+    return [l for l in lines if "step" not in l and "event" not in l]
 
 
 def test_single_plain_process_without_process_group(tmp_path, monkeypatch):
@@ -70,6 +70,11 @@ def test_resume_after_sigterm_mid_epoch_equals_uninterrupted(tmp_path, monkeypat
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+    # the epoch line after the resume covers the whole epoch (sums restored), as the straight run's does
+    line_a, line_b = (epoch_lines(r.output_dir)[0] for r in (straight, resumed))
+    assert line_b["resumed_at_step"] == 3 and "resumed_at_step" not in line_a
+    for name in ("train_loss_ita", "train_loss_itm", "train_loss_lm", "train_lr"):
+        assert line_b[name] == pytest.approx(line_a[name], abs=1e-6), name
 
 
 def test_sigterm_subprocess_exits_zero_and_resumes(tmp_path):
