@@ -15,6 +15,7 @@ the README); only the model keys are read here::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,12 +24,12 @@ from torch import nn
 from models.blip_base import BlipBase
 from models.blip_pretrain import BlipPretrain
 from models.blip_retrieval import BlipRetrieval
-from models.checkpoint import LoadReport, load_bert_weights, load_checkpoint
+from models.checkpoint import CheckpointError, LoadReport, load_bert_weights, load_checkpoint, load_state, read_checkpoint
 from models.med import MedConfig
 from models.tokenizer import load_tokenizer, special_token_ids
 from models.vit import load_timm_pretrained
 
-__all__ = ["MODEL_KINDS", "MODEL_DEFAULTS", "build_model", "med_config_from", "unwrap"]
+__all__ = ["MODEL_KINDS", "MODEL_DEFAULTS", "build_model", "med_config_from", "model_from_checkpoint", "unwrap"]
 
 MODEL_KINDS = {"pretrain": BlipPretrain, "retrieval": BlipRetrieval}
 
@@ -109,6 +110,40 @@ def build_model(kind: str, config: Mapping[str, Any], *, tokenizer: Any = None) 
         reports.append(load_checkpoint(model, cfg["pretrained"]))
     model.init_reports = reports
     return model
+
+
+_FUSION_KEYS = re.compile(r"^text_encoder\.encoder\.layer\.\d+\.crossattention\.")
+
+
+def model_from_checkpoint(
+    source: str | Path, config: Mapping[str, Any] | None = None, *, kind: str = "retrieval"
+) -> tuple[BlipBase, dict[str, Any], LoadReport]:
+    """Rebuild a trained model from a checkpoint: (model in eval mode, its config, load report).
+
+    The shapes come from ``config`` when given, else from the ``'config'`` our training
+    scripts save in every checkpoint (BLIP's own files carry none: pass their YAML).
+    ``kind="retrieval"`` (no decoder) serves ITC/ITM uses of pretrain and retrieval
+    checkpoints alike. Initialisations named in the config (``text_encoder``,
+    ``vit_init``, ``pretrained``) are skipped: the checkpoint holds every weight.
+    Raises :class:`CheckpointError` for a checkpoint without an image-grounded text
+    encoder (cross-attention + ITM head) or whose weights do not fit the config.
+    """
+    state, fmt, extras = read_checkpoint(source)
+    if config is None:
+        config = extras.get("config")
+        if not isinstance(config, Mapping):
+            raise CheckpointError(f"{source}: the checkpoint holds no training 'config'; pass the model config "
+                                  "it was trained with (e.g. --config configs/pretrain.yaml)")
+    if "itm_head.weight" not in state or not any(_FUSION_KEYS.match(key) for key in state):
+        raise CheckpointError(f"{source}: no fusion encoder in this checkpoint (it lacks the ITM head and/or the "
+                              "text encoder's cross-attention layers); a BLIP pretrain or retrieval checkpoint is needed")
+    built = dict(config, text_encoder=None, vit_init=None, pretrained=None)
+    model = build_model(kind, built)
+    report = load_state(model, state, source=str(source), fmt=fmt)
+    if report.missing_problems or report.shape_mismatch:
+        raise CheckpointError(f"{source}: the weights do not fit the config's model shapes\n{report.summary()}")
+    model.init_reports = [report]
+    return model.eval(), dict(config), report
 
 
 def unwrap(model: nn.Module) -> nn.Module:

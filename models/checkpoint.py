@@ -35,6 +35,7 @@ __all__ = [
     "LoadReport",
     "read_checkpoint",
     "load_checkpoint",
+    "load_state",
     "save_checkpoint",
     "transformers_to_blip",
     "blip_to_transformers",
@@ -259,7 +260,13 @@ def load_checkpoint(model: nn.Module, source: str | Path, *, strict: bool = Fals
     :attr:`LoadReport.clean` (only documented, expected differences).
     """
     state, fmt, _ = read_checkpoint(source)
-    report = LoadReport(source=str(source), format=fmt)
+    return load_state(model, state, source=str(source), fmt=fmt, strict=strict)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str, fmt: str,
+               strict: bool = False) -> LoadReport:
+    """:func:`load_checkpoint` for a state dict already read with :func:`read_checkpoint` (no second read)."""
+    report = LoadReport(source=source, format=fmt)
     _interpolate_pos_embeds(model, state, report)
     own = model.state_dict()
     for key in list(state):
