@@ -4,9 +4,12 @@ Two sources, both resolved to boolean masks at the image's own size:
 
 * ``"boxes"`` in a list record (real data): ``[[x0, y0, x1, y1], ...]`` in pixels of the
   image as :func:`data.image_io.open_image` returns it (EXIF orientation applied), ``x1``/``y1``
-  exclusive, for the finding(s) the caption describes; or
+  exclusive, for the finding(s) every caption of the record describes; or
   ``[{"box": [x0, y0, x1, y1], "phrase": "left frontal lesion"}, ...]`` to tie boxes to
-  phrases of the caption (matched word by word after ``pre_caption``).
+  phrases (matched word by word after ``pre_caption``; such a box counts only for the
+  captions that contain its phrase). In a panel record of the subfigure splitter, which
+  copies its figure's fields, the boxes are the figure's: they are moved into the panel
+  and those of other panels are dropped.
 * The phantom generator's lesion masks (``metadata.json`` next to a phantom list):
   every lesion a caption names is a target, and each lesion phrase of the caption
   (the generator joins two with " and " or "; ") is tied to its lesion's mask.
@@ -61,13 +64,18 @@ def find_phrase(words: list[str], phrase: str, max_words: int = 0) -> list[int]:
     return []
 
 
-def _box_mask(box: Any, size: tuple[int, int], where: str) -> np.ndarray:
-    width, height = size
+def _check_box(box: Any, where: str) -> tuple[int, int, int, int]:
     if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
         raise CaptionListError(f"{where}: a box must be [x0, y0, x1, y1] numbers, got {box!r}")
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     if not (x0 < x1 and y0 < y1):
         raise CaptionListError(f"{where}: box {list(box)} is empty (needs x0 < x1 and y0 < y1)")
+    return x0, y0, x1, y1
+
+
+def _box_mask(box: Any, size: tuple[int, int], where: str) -> np.ndarray:
+    width, height = size
+    x0, y0, x1, y1 = _check_box(box, where)
     x0, x1 = max(0, x0), min(width, x1)
     y0, y1 = max(0, y0), min(height, y1)
     if x0 >= x1 or y0 >= y1:
@@ -75,6 +83,30 @@ def _box_mask(box: Any, size: tuple[int, int], where: str) -> np.ndarray:
     mask = np.zeros((height, width), dtype=bool)
     mask[y0:y1, x0:x1] = True
     return mask
+
+
+def _parent_to_crop(record: dict, size: tuple[int, int]):
+    """For a panel the subfigure splitter cut out (``parent`` + ``box`` + ``alignment`` ocr/order), a function
+    moving the parent's ``boxes`` (copied with every other parent field) into the crop; None otherwise.
+
+    A box that does not overlap the panel gives None (it belongs to another panel).
+    """
+    panel = record.get("box")
+    if not record.get("parent") or record.get("alignment") not in ("ocr", "order") or not (
+            isinstance(panel, list) and len(panel) == 4):
+        return None
+    px0, py0, px1, py1 = panel
+    sx, sy = size[0] / max(1, px1 - px0), size[1] / max(1, py1 - py0)
+
+    def move(entry: Any, where: str) -> Any:
+        bx0, by0, bx1, by1 = _check_box(entry.get("box") if isinstance(entry, dict) else entry, where)
+        x0, y0, x1, y1 = max(bx0, px0), max(by0, py0), min(bx1, px1), min(by1, py1)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        moved = [(x0 - px0) * sx, (y0 - py0) * sy, (x1 - px0) * sx, (y1 - py0) * sy]
+        return dict(entry, box=moved) if isinstance(entry, dict) else moved
+
+    return move
 
 
 # Phantom caption vocabulary that names a lesion's attributes (see data/phantom/captions.py).
@@ -128,7 +160,12 @@ class GroundTruth:
         words = pre_caption(caption, self.max_words).split()
         union = np.zeros((size[1], size[0]), dtype=bool)
         phrases: list[PhraseTarget] = []
+        to_crop = _parent_to_crop(item.record, size)
         for k, entry in enumerate(boxes):
+            if to_crop is not None:
+                entry = to_crop(entry, f"{where}[{k}]")
+                if entry is None:
+                    continue  # a box of another panel
             if isinstance(entry, dict):
                 mask = _box_mask(entry.get("box"), size, f"{where}[{k}]")
                 phrase = entry.get("phrase")

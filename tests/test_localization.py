@@ -140,3 +140,20 @@ def test_phantom_masks_tie_each_lesion_phrase_to_its_lesion(phantom):
                 assert phrase.mask[y0:y1, x0:x1].sum() == phrase.mask.sum()  # the mask of that lesion
                 checked += 1
     assert checked >= 40
+
+
+def test_panel_records_move_their_figures_boxes_into_the_crop(tmp_path):
+    """The splitter copies the figure's fields into each panel record: boxes are in figure pixels."""
+    figure_boxes = [{"box": [110, 20, 130, 40], "phrase": "the mass"}, {"box": [10, 10, 20, 20], "phrase": "other"}]
+    caption_list = _write_list(tmp_path, [
+        {"image": "crops/f-B.png", "caption": "B the mass", "parent": "images/f.png", "box": [100, 0, 200, 50],
+         "alignment": "ocr", "label": "B", "boxes": figure_boxes},
+        {"image": "crops/f.png", "caption": "the mass and other", "parent": "images/f.png", "box": [0, 0, 200, 50],
+         "alignment": "whole", "boxes": figure_boxes},
+    ])
+    truth = GroundTruth(caption_list)
+    panel = truth.targets(caption_list.item(0), "B the mass", (100, 50))
+    assert panel.mask.sum() == 20 * 20 and panel.mask[20:40, 10:30].all()
+    assert [p.words for p in panel.phrases] == [[1, 2]]
+    whole = truth.targets(caption_list.item(1), "the mass and other", (200, 50))
+    assert whole.mask.sum() == 400 + 100 and len(whole.phrases) == 2

@@ -239,3 +239,22 @@ def test_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         vis.main(["--checkpoint", "c.pth"] + argv)
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_package_figures_in_the_scrapers_formats(checkpoint, tmp_path, capsys):
+    """The development set of real scientific images (bench/package_figures.py): whole figures and panels."""
+    from bench.package_figures import build_package_figures
+
+    lists = build_package_figures(tmp_path / "figures")
+    modes = {record["mode"] for record in json.loads(lists["pretrain"].read_text())}
+    assert {"I;16", "L", "P", "RGB", "RGBA"} <= modes
+    for kind in ("pretrain", "subfigures"):
+        code, stdout, stderr = _run(["--checkpoint", checkpoint, "--json", lists[kind], "--all",
+                                     "--out_dir", tmp_path / kind], capsys)
+        assert code == 0, stderr
+        records = len(json.loads(lists[kind].read_text()))
+        assert records >= 12 and f"{records} figures" in stdout and "0 skipped" in stdout
+    code, stdout, stderr = _run(["--checkpoint", checkpoint, "--json", lists["subfigures"], "--score"], capsys)
+    assert code == 0, stderr
+    assert "| phrase | all | 4 |" in stdout  # the four panels of the compound figure, each with its phrase box

@@ -24,7 +24,7 @@ from PIL import Image
 from models.gradcam import GradCam, upsample_map
 from utils.atomic import atomic_open
 
-__all__ = ["FIGURE_FORMATS", "display_copy", "draw_gradcam_figure", "overlay_thumbnail"]
+__all__ = ["FIGURE_FORMATS", "blend", "display_copy", "draw_gradcam_figure", "overlay_thumbnail"]
 
 FIGURE_FORMATS = ("png", "pdf", "svg", "jpg")
 COLORMAP = "jet"
@@ -44,8 +44,15 @@ def _label(word: str, limit: int = 20) -> str:
     return word if len(word) <= limit else word[: limit - 1] + "\u2026"
 
 
+def blend(pixels: np.ndarray, values: np.ndarray, vmax: float) -> np.ndarray:
+    """``pixels`` (H, W, 3) uint8 with ``values`` (H, W) drawn over it in the colour map, 0..vmax; uint8."""
+    heat = colormaps[COLORMAP](np.clip(values / max(vmax, 1e-12), 0.0, 1.0))[..., :3] * 255.0
+    mixed = (1 - OVERLAY_ALPHA) * pixels.astype(np.float32) + OVERLAY_ALPHA * heat
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
 def draw_gradcam_figure(image: Image.Image, cam: GradCam, out_path: str | Path, *, columns: int = 6,
-                        panel_inches: float = 2.2, max_panel_px: int = 400, note: str = "") -> None:
+                        panel_inches: float = 2.2, max_panel_px: int = 260, note: str = "") -> None:
     """Write the word-grid figure of ``cam`` over ``image`` (the original picture) to ``out_path``.
 
     The format follows the suffix (``.png``, ``.pdf``, ``.svg``, ``.jpg``); the file is
@@ -55,7 +62,7 @@ def draw_gradcam_figure(image: Image.Image, cam: GradCam, out_path: str | Path, 
     fmt = out_path.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
         raise ValueError(f"{out_path}: figure format must be one of {', '.join('.' + f for f in FIGURE_FORMATS)}")
-    shown = display_copy(image, max_panel_px)
+    shown = display_copy(image, max_panel_px).convert("RGB")
     pixels = np.asarray(shown)
     height, width = pixels.shape[:2]
     word_maps = upsample_map(cam.word_maps, (height, width))
@@ -82,9 +89,8 @@ def draw_gradcam_figure(image: Image.Image, cam: GradCam, out_path: str | Path, 
 
     def panel(index: int, title: str, values: np.ndarray | None, scale: float) -> None:
         ax = fig.add_subplot(grid[index // columns, index % columns])
-        ax.imshow(pixels, interpolation="lanczos" if max(height, width) < 96 else "antialiased")
-        if values is not None:
-            ax.imshow(values, cmap=cmap, vmin=0.0, vmax=scale, alpha=OVERLAY_ALPHA, interpolation="bilinear")
+        ax.imshow(pixels if values is None else blend(pixels, values, scale),
+                  interpolation="bilinear" if max(height, width) < 96 else "antialiased")
         ax.set_title(title, fontsize=10, pad=3)
         ax.set_axis_off()
 
@@ -104,7 +110,4 @@ def overlay_thumbnail(image: Image.Image, grid_map: np.ndarray, max_side: int = 
     """A small RGB picture of ``image`` with ``grid_map`` (own scale) blended over it."""
     small = display_copy(image, max_side).convert("RGB")
     values = upsample_map(grid_map, (small.height, small.width))
-    values = values / max(float(values.max()), 1e-12)
-    heat = (colormaps[COLORMAP](values)[..., :3] * 255).astype(np.float32)
-    blended = (1 - OVERLAY_ALPHA) * np.asarray(small, dtype=np.float32) + OVERLAY_ALPHA * heat
-    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    return Image.fromarray(blend(np.asarray(small), values, float(values.max())))

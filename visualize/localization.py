@@ -78,8 +78,11 @@ class ScoreTable:
             self.groups.setdefault(group, []).append(score)
 
     def summary(self) -> dict[str, dict[str, float]]:
+        """Means per group: ``all`` first, then phantom sizes small/medium/large, then other labels by name."""
+        order = {"all": 0, "small": 1, "medium": 2, "large": 3}
         out = {}
-        for group, scores in self.groups.items():
+        for group in sorted(self.groups, key=lambda g: (order.get(g, 4), g)):
+            scores = self.groups[group]
             out[group] = {
                 "n": len(scores),
                 "pointing": float(np.mean([s.pointing for s in scores])),

@@ -33,7 +33,8 @@ from visualize.figure import draw_gradcam_figure, overlay_thumbnail
 from visualize.html_index import IndexRow, write_index
 from visualize.localization import ScoreTable, score_map
 
-__all__ = ["VisModel", "load_vis_model", "render_pair", "render_list", "score_list", "RECORD_ERRORS"]
+__all__ = ["RECORD_ERRORS", "VisModel", "format_scores", "load_vis_model", "render_list", "render_pair", "save_maps",
+           "score_list"]
 
 # What a bad record raises; a run over a list skips and counts these.
 RECORD_ERRORS = (ImageError, CaptionListError, GradCamError)
@@ -104,7 +105,7 @@ def _stem(path: str | Path, index: int | None) -> str:
     return stem if index is None else f"{index:05d}_{stem}"
 
 
-def _save_maps(cam: GradCam, base: Path, image: Image.Image, source: str, checkpoint: str) -> None:
+def save_maps(cam: GradCam, base: Path, image: Image.Image, source: str, checkpoint: str) -> None:
     """``base.npy``: (1 + words, grid_h, grid_w) float32, row 0 the whole caption; ``base.json`` describes it."""
     stacked = cam.stacked()
     atomic_save(base.with_suffix(".npy"), lambda handle: np.save(handle, stacked))
@@ -126,7 +127,7 @@ def render_pair(vis: VisModel, image_path: str | Path, caption: str, out_path: s
     cam = vis.gradcams(tensor, [text], layer)[0]
     out_path = Path(out_path)
     draw_gradcam_figure(image, cam, out_path, note=str(image_path))
-    _save_maps(cam, out_path.with_suffix(""), image, str(image_path), vis.checkpoint)
+    save_maps(cam, out_path.with_suffix(""), image, str(image_path), vis.checkpoint)
     return cam
 
 
@@ -175,7 +176,7 @@ def render_list(vis: VisModel, list_path: str | Path, out_dir: str | Path, *, in
             base = out_dir / _stem(item.image, index)
             draw_gradcam_figure(image, cam, base.with_suffix(f".{fmt}"), note=f"{caption_list.path.name}[{index}]: "
                                 f"{item.record.get('image')}")
-            _save_maps(cam, base, image, str(item.image), vis.checkpoint)
+            save_maps(cam, base, image, str(item.image), vis.checkpoint)
             thumb = out_dir / "thumbs" / f"{base.name}.png"
             thumbnail = overlay_thumbnail(image, cam.caption_map)
             atomic_save(thumb, lambda handle, picture=thumbnail: picture.save(handle, format="PNG"))
