@@ -42,29 +42,29 @@ def blip_base_model(tokenizer: str) -> VisModel:
 
 
 def time_figures(vis: VisModel, list_path: Path, out_dir: Path, repeats: int) -> tuple[dict[str, list[float]], list[str]]:
-    """Per stage, the per-figure wall seconds (median of ``repeats`` runs of each figure), and CPU seconds."""
+    """Per stage, the per-figure CPU seconds (median of ``repeats`` runs of each figure), and wall seconds."""
     caption_list = CaptionList(list_path)
     layer = vis.resolve_layer(None)
-    times: dict[str, list[float]] = {stage: [] for stage in STAGES + ("cpu",)}
+    times: dict[str, list[float]] = {stage: [] for stage in STAGES + ("wall",)}
     names = []
     for index in range(len(caption_list)):
         item = caption_list.item(index)
         names.append(item.image.name)
         runs: dict[str, list[float]] = {stage: [] for stage in times}
         for _ in range(repeats):
-            cpu = time.process_time()
-            start = time.perf_counter()
+            wall = time.perf_counter()
+            start = time.process_time()
             image, tensor = vis.load_image(item.image)
-            loaded = time.perf_counter()
+            loaded = time.process_time()
             cam = vis.gradcams(tensor, [vis.clean(item.captions[0])], layer)[0]
-            mapped = time.perf_counter()
+            mapped = time.process_time()
             draw_gradcam_figure(image, cam, out_dir / f"{index}.png")
-            drawn = time.perf_counter()
+            drawn = time.process_time()
             save_maps(cam, out_dir / str(index), image, str(item.image), vis.checkpoint)
-            saved = time.perf_counter()
+            saved = time.process_time()
             for stage, seconds in zip(STAGES, (loaded - start, mapped - loaded, drawn - mapped, saved - drawn)):
                 runs[stage].append(seconds)
-            runs["cpu"].append(time.process_time() - cpu)
+            runs["wall"].append(time.perf_counter() - wall)
         for stage in times:
             times[stage].append(median(runs[stage]))
     return times, names
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         totals = [sum(parts) for parts in zip(*(times[stage] for stage in STAGES))]
         slowest = max(range(len(totals)), key=totals.__getitem__)
         rows.append((f"{name}, {vis.image_size} px, {grid[0]}x{grid[1]} grid, layer {vis.resolve_layer(None)}",
-                     [median(times[stage]) for stage in STAGES], median(totals), median(times["cpu"]),
+                     [median(times[stage]) for stage in STAGES], median(totals), median(times["wall"]),
                      f"{totals[slowest]:.2f} ({names[slowest]})"))
         del vis
     load = os.getloadavg()
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
              f"{cpu_name()}, torch {torch.__version__}, {datetime.date.today()}; load average during the run "
              f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared machine: figures are noisy). "
              f"Each figure run {args.repeats} times, its median taken; the table gives the median over figures.", "",
-             "Stages in wall seconds; CPU seconds (process time, all stages) are less disturbed by other "
-             "processes on a shared machine.", "",
-             "| model | " + " | ".join(STAGES) + " | total wall s/figure | CPU s/figure | slowest figure (wall s) |",
+             "Stages in CPU seconds of the process (with one thread: seconds of one core, little disturbed by "
+             "other processes); wall seconds depend on how busy the machine was.", "",
+             "| model | " + " | ".join(STAGES) + " | CPU s/figure | wall s/figure | slowest figure (CPU s) |",
              "| --- |" + " ---: |" * (len(STAGES) + 3)]
-    for name, medians, total, cpu, slowest in rows:
+    for name, medians, total, wall, slowest in rows:
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in medians)
-                     + f" | {total:.2f} | {cpu:.2f} | {slowest} |")
+                     + f" | {total:.2f} | {wall:.2f} | {slowest} |")
     lines += ["", "Figures: `python bench/package_figures.py`; command: "
               f"`python bench/bench_vis.py --checkpoint {args.checkpoint} --threads {args.threads}`."]
     text = "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ from data.captions import pre_caption
 from data.grounding import GroundTruth
 from data.image_io import DEFAULT_MAX_PIXELS, ImageError, open_image
 from data.transforms import build_image_transform
-from models.build import model_from_checkpoint
+from models import model_from_checkpoint
 from models.gradcam import GradCam, GradCamError, check_layer, compute_gradcams, default_layer, fusion_depth, upsample_map
 from utils.atomic import atomic_save, atomic_write_json
 from visualize.figure import draw_gradcam_figure, overlay_thumbnail
