@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import BlipForImageTextRetrieval
 
-from models import build_model, load_checkpoint
+from models import build_model, model_from_checkpoint
 from models.gradcam import (GradCamError, compute_gradcam, compute_gradcams, default_layer, gradcam_from_attention,
                             upsample_map)
 from models.med import set_attention_impl
@@ -54,9 +54,11 @@ def test_token_maps_equal_transformers_blip_gradcam(tokenizer, tmp_path, image):
     probabilities and their gradient w.r.t. the ITM match logit give the same maps."""
     hf = BlipForImageTextRetrieval(hf_blip_config(len(tokenizer))).eval()
     randomize_(hf, seed=5)
-    hf.save_pretrained(tmp_path)
-    ours = build_model("retrieval", tiny_model_config(), tokenizer=tokenizer).eval()
-    assert load_checkpoint(ours, tmp_path).clean
+    hf.save_pretrained(tmp_path / "hf")
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    # transformers' files carry no training config: the model keys come from the user (vis.py --config)
+    ours, _, report = model_from_checkpoint(tmp_path / "hf", tiny_model_config(tokenizer=str(tmp_path / "tokenizer")))
+    assert report.format == "transformers" and report.clean
     layer = 0
     cam = compute_gradcam(ours, image, CAPTION, layer)
 

@@ -51,6 +51,9 @@ def images(workspace):
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     Image.fromarray(_pixels(20, 44)).save(folder / "rotated.jpg", exif=exif.tobytes())
     paths["exif"] = (folder / "rotated.jpg", (20, 44))  # displayed as 20 wide, 44 high
+    Image.fromarray(_pixels(24, 36)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(folder / "pal.png")
+    assert Image.open(folder / "pal.png").mode == "P"
+    paths["palette"] = (folder / "pal.png", (36, 24))
     Image.fromarray(_pixels(700, 2100)).save(folder / "wide.png")
     paths["large non-square"] = (folder / "wide.png", (2100, 700))
     return paths
@@ -62,7 +65,7 @@ def _run(argv, capsys):
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("kind", ["gray", "16bit", "rgba", "exif", "large non-square"])
+@pytest.mark.parametrize("kind", ["gray", "16bit", "rgba", "palette", "exif", "large non-square"])
 def test_every_kind_of_figure_gives_a_figure_and_maps(checkpoint, images, workspace, kind, capsys):
     path, (width, height) = images[kind]
     out = workspace / "single" / f"{path.stem}.png"
@@ -79,12 +82,13 @@ def test_every_kind_of_figure_gives_a_figure_and_maps(checkpoint, images, worksp
     assert maps.shape == (1 + len(words), 4, 4) and np.isfinite(maps).all() and maps.max() > 0
 
 
-def test_pdf_output(checkpoint, images, workspace, capsys):
-    out = workspace / "fig.pdf"
+@pytest.mark.parametrize("suffix, magic", [(".pdf", b"%PDF-"), (".svg", b"<?xml"), (".jpg", b"\xff\xd8")])
+def test_other_figure_formats(checkpoint, images, workspace, suffix, magic, capsys):
+    out = workspace / f"fig{suffix}"
     code, _, stderr = _run(["--checkpoint", checkpoint, "--image", images["gray"][0], "--caption", CAPTION,
                             "--out", out, "--layer", "0"], capsys)
     assert code == 0, stderr
-    assert out.read_bytes()[:5] == b"%PDF-"
+    assert out.read_bytes()[:len(magic)] == magic
 
 
 def test_forty_word_caption(tmp_path, images, capsys):
@@ -234,6 +238,7 @@ def test_checkpoint_without_fusion_encoder(tmp_path, images, capsys):
     (["--json", "l.json", "--index", "1", "--all"], "either --index I or --all"),
     (["--score"], "--score needs --json"),
     (["--image", "x.png", "--caption", "c", "--out", "x.gif"], "--out must end in one of"),
+    (["--image", "x.png", "--caption", "c", "--threads", "0"], "--threads must be >= 1"),
 ])
 def test_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
