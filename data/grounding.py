@@ -184,7 +184,12 @@ class GroundTruth:
         lesions = record.get("lesions") or []
         if not lesions:
             return None
-        labels = np.asarray(Image.open(self.phantom_root / record["mask"]))
+        mask_path = self.phantom_root / record["mask"]
+        try:
+            with Image.open(mask_path) as mask_image:
+                labels = np.asarray(mask_image)
+        except OSError as exc:
+            raise CaptionListError(f"{mask_path}: cannot read the lesion mask ({exc})") from None
         if labels.shape != (size[1], size[0]):
             raise CaptionListError(f"{record['mask']}: mask is {labels.shape[1]}x{labels.shape[0]}, "
                                    f"image is {size[0]}x{size[1]}")

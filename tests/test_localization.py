@@ -157,3 +157,17 @@ def test_panel_records_move_their_figures_boxes_into_the_crop(tmp_path):
     assert [p.words for p in panel.phrases] == [[1, 2]]
     whole = truth.targets(caption_list.item(1), "the mass and other", (200, 50))
     assert whole.mask.sum() == 400 + 100 and len(whole.phrases) == 2
+
+
+def test_missing_phantom_mask_is_a_record_error(phantom, tmp_path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(phantom, copy)
+    caption_list = CaptionList(copy / "retrieval_test.json")
+    truth = GroundTruth(caption_list)
+    item = next(caption_list.item(i) for i in range(len(caption_list))
+                if truth.phantom[str(caption_list.item(i).image)]["lesions"])
+    (copy / truth.phantom[str(item.image)]["mask"]).unlink()
+    with pytest.raises(CaptionListError, match="cannot read the lesion mask"):
+        truth.targets(item, item.captions[0], (64, 64))

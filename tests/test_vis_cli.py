@@ -82,6 +82,14 @@ def test_every_kind_of_figure_gives_a_figure_and_maps(checkpoint, images, worksp
     assert maps.shape == (1 + len(words), 4, 4) and np.isfinite(maps).all() and maps.max() > 0
 
 
+def test_text_is_drawn_as_text(checkpoint, images, workspace, capsys):
+    out = workspace / "dollars.png"
+    code, _, stderr = _run(["--checkpoint", checkpoint, "--image", images["gray"][0], "--caption",
+                            "Costs $5 and $10, a $\\frac$ term", "--out", out], capsys)
+    assert code == 0, stderr  # as mathtext, "$5 and $" would be maths and "$\frac$" an error
+    assert json.loads(out.with_suffix(".json").read_text())["rows"][1:3] == ["costs", "$5"]
+
+
 @pytest.mark.parametrize("suffix, magic", [(".pdf", b"%PDF-"), (".svg", b"<?xml"), (".jpg", b"\xff\xd8")])
 def test_other_figure_formats(checkpoint, images, workspace, suffix, magic, capsys):
     out = workspace / f"fig{suffix}"

@@ -40,8 +40,13 @@ def display_copy(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def _plain(text: str) -> str:
+    """Text matplotlib shows as it is: ``$`` would start mathtext (``$5 and $10`` renders as maths)."""
+    return text.replace("$", r"\$")
+
+
 def _label(word: str, limit: int = 20) -> str:
-    return word if len(word) <= limit else word[: limit - 1] + "\u2026"
+    return _plain(word if len(word) <= limit else word[: limit - 1] + "\u2026")
 
 
 def blend(pixels: np.ndarray, values: np.ndarray, vmax: float) -> np.ndarray:
@@ -85,7 +90,7 @@ def draw_gradcam_figure(image: Image.Image, cam: GradCam, out_path: str | Path, 
                f"{cam.grid[0]}x{cam.grid[1]} patch grid  |  {len(cam.words)} words")
     if cam.dropped_words:
         summary += f" (+{len(cam.dropped_words)} cut by max_length)"
-    fig.suptitle("\n".join(title_lines + [summary] + ([note] if note else [])), fontsize=10, y=0.995, va="top")
+    fig.suptitle(_plain("\n".join(title_lines + [summary] + ([note] if note else []))), fontsize=10, y=0.995, va="top")
 
     def panel(index: int, title: str, values: np.ndarray | None, scale: float) -> None:
         ax = fig.add_subplot(grid[index // columns, index % columns])
