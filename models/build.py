@@ -15,6 +15,7 @@ the README); only the model keys are read here::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -116,6 +117,7 @@ def build_model(kind: str, config: Mapping[str, Any], *, tokenizer: Any = None) 
 
 # Keys that initialise weights (from files or the hub) which a checkpoint's weights then replace.
 _INIT_KEYS = ("text_encoder", "vit_init", "pretrained")
+_FUSION_KEYS = re.compile(r"^text_encoder\.encoder\.layer\.\d+\.crossattention\.")
 
 
 def build_from_checkpoint(checkpoint: Any, kind: str = "retrieval", *, config: Mapping[str, Any] | None = None,
@@ -141,12 +143,16 @@ def build_from_checkpoint(checkpoint: Any, kind: str = "retrieval", *, config: M
     model_config = config if config is not None else extras.get("config")
     if not isinstance(model_config, Mapping):
         raise CheckpointError(
-            f"{where} carries no model config (our checkpoints and BLIP's keep one under 'config'); "
-            "pass config={...} with the model keys, as build_model takes them"
+            f"{where} carries no model config (our checkpoints keep one under 'config'; BLIP's and transformers' "
+            "files do not); give the model keys: config={...} in Python, --config FILE for vis.py"
         )
+    if "itm_head.weight" not in state or not any(_FUSION_KEYS.match(key) for key in state):
+        raise CheckpointError(f"{where}: no fusion encoder in this checkpoint (it lacks the ITM head and/or the "
+                              "text encoder's cross-attention layers); a BLIP pretrain or retrieval checkpoint is needed")
     model_config = {k: v for k, v in model_config.items() if k not in _INIT_KEYS}
     if isinstance(tokenizer, (str, Path)):
         tokenizer = load_tokenizer(tokenizer)
     model = build_model(kind, model_config, tokenizer=tokenizer)
     model.init_reports.append(load_state(model, state, source=where, fmt=fmt, strict=strict))
+    model.source_config = dict(model_config)  # the model keys it was built from (image_size, max_words, ...)
     return model
