@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -156,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
               f"on {cpu_name()} ({time.strftime('%Y-%m-%d')}); "
               + ("phantom test split, " + f"{args.images} images x 5 captions, k_test {args.k_test}, "
                  f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random demo-sized model'}."
-                 if not args.synthetic else "synthetic features."), ""]
+                 if not args.synthetic else "synthetic features.")
+              + f" Threads: {os.environ.get('OMP_NUM_THREADS', 'torch default')}; load average at the end "
+              f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (a shared machine: both paths ran under it).", ""]
     text = "\n".join(header + rows) + "\n"
     print(text)
     atomic_write_text(out, text)

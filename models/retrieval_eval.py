@@ -75,6 +75,9 @@ class RetrievalResult:
     metrics: dict[str, float]
     score_i2t: torch.Tensor  # (N_img, N_txt) float32 on CPU
     score_t2i: torch.Tensor  # (N_txt, N_img)
+    # The ITC ranking of the same features before re-ranking (None when itc_only: then it is ``metrics``).
+    # Not part of BLIP's dict; it shows what the ITM re-ranking adds, or costs when the ITM head is weak.
+    itc_metrics: dict[str, float] | None = None
 
 
 def _rank_slice(n: int) -> slice:
@@ -304,24 +307,25 @@ def evaluate_retrieval(
     except Exception as exc:  # an image that fails to decode inside a loader worker
         text = str(exc).strip().splitlines()
         raise DatasetError(f"evaluation data {dataset.path}: {text[-1] if text else type(exc).__name__}") from None
+    itc_metrics = recall_at_k(features.sims().cpu(), dataset.img2txt, dataset.txt2img)
     if itc_only:
         score_i2t = features.sims().cpu()
-        score_t2i = score_i2t.t().contiguous()
-    else:
-        score_i2t, score_t2i = itm_rerank(model, features, k_test, batch_size=itm_batch_size, device=device,
-                                          autocast_dtype=autocast_dtype, progress=progress)
+        return RetrievalResult(itc_metrics, score_i2t, score_i2t.t().contiguous())
+    score_i2t, score_t2i = itm_rerank(model, features, k_test, batch_size=itm_batch_size, device=device,
+                                      autocast_dtype=autocast_dtype, progress=progress)
     metrics = recall_at_k(score_i2t, dataset.img2txt, dataset.txt2img, score_t2i)
-    return RetrievalResult(metrics, score_i2t, score_t2i)
+    return RetrievalResult(metrics, score_i2t, score_t2i, itc_metrics)
 
 
 def describe(metrics: dict[str, Any], chance: dict[str, float] | None = None, title: str = "") -> list[str]:
     """A small table of recall@1/5/10 (and chance) for the console."""
     rows = [title] if title else []
-    rows.append(f"  {'':22}{'R@1':>8}{'R@5':>8}{'R@10':>8}")
+    rows.append(f"  {'':23}{'R@1':>8}{'R@5':>8}{'R@10':>8}")
     for direction, key in (("image -> text", "txt"), ("text -> image", "img")):
-        sources = [("model", metrics)] + ([("chance", chance)] if chance else [])
+        itc = {k[4:]: v for k, v in metrics.items() if k.startswith("itc_")}
+        sources = [("model", metrics)] + ([("ITC only", itc)] if itc else []) + ([("chance", chance)] if chance else [])
         for label, values in sources:
             cells = "".join(f"{values[f'{key}_r{k}']:7.1f}%" for k in (1, 5, 10))
-            rows.append(f"  {direction:<14}{label:<8}{cells}")
+            rows.append(f"  {direction:<14}{label:<9}{cells}")
     rows.append(f"  r_mean {metrics['r_mean']:.2f}")
     return rows

@@ -95,6 +95,8 @@ def _evaluate_split(model: BlipRetrieval, config: Mapping[str, Any], dataset: Re
         itm_batch_size=config["itm_batch_size"], device=device, autocast_dtype=autocast_dtype,
         max_length=config["max_length"], progress=progress)
     metrics = {f"{prefix}_{k}": v for k, v in result.metrics.items()}
+    if result.itc_metrics is not None:  # beside BLIP's keys: the ITC ranking before the ITM re-ranking
+        metrics.update({f"{prefix}_itc_{k}": v for k, v in result.itc_metrics.items()})
     metrics.update({f"chance_{prefix}_{k}": v for k, v in chance_recall(dataset.img2txt, len(dataset.texts)).items()})
     return metrics
 

@@ -77,6 +77,14 @@ def test_itc_only_ranks_by_cosine(model, tmp_path):
     assert result.metrics == recall_at_k(features.sims(), dataset.img2txt, dataset.txt2img)
 
 
+def test_reranked_evaluation_also_reports_the_itc_ranking_it_started_from(model, tmp_path):
+    dataset = RetrievalEvalDataset(write_eval_set(tmp_path), build_image_transform("test", 32))
+    reranked = evaluate_retrieval(model, dataset, k_test=4)
+    itc = evaluate_retrieval(model, dataset, itc_only=True)
+    assert reranked.itc_metrics == itc.metrics and itc.itc_metrics is None
+    assert reranked.metrics != reranked.itc_metrics  # the random ITM head moved the ranking
+
+
 def test_ranks_count_strictly_greater_scores_and_median_rank():
     scores = torch.tensor([[0.9, 0.5, 0.5, 0.1],   # image 0: captions 1, 2 tied at rank 1 (0.9 above)
                            [0.2, 0.7, 0.7, 0.7]])  # image 1: caption 3 ties with 1, 2: nothing strictly above
