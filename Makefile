@@ -18,7 +18,8 @@ test: $(STAMP)
 
 # The main job on the embedded default data: phantom generation (skipped when present), CPU pretraining,
 # zero-shot retrieval of the pretrained model, retrieval fine-tuning + test, the two next to chance, and
-# Grad-CAM maps (HTML index) and localisation scores of the fine-tuned model on 8 / all phantom test images.
+# Grad-CAM maps (HTML index) and localisation scores of the pretrained model (layer 0: it localises better
+# than the fine-tuned one, measured in docs/vis.md) on 8 / all phantom test images.
 # --resume: a rerun continues (or, when finished, reports) the same run instead of refusing its output_dir.
 demo: $(STAMP)
 	$(PY) -m data.phantom --out data/phantom_data --quiet
@@ -28,9 +29,9 @@ demo: $(STAMP)
 	$(PY) train_retrieval.py --config configs/retrieval_demo.yaml --resume
 	$(PY) -m tasks.demo_report --zero_shot output/zero_shot_demo/evaluate.json \
 		--fine_tuned output/retrieval_demo/results.json
-	$(PY) vis.py --checkpoint output/retrieval_demo/checkpoint_best.pth --json data/phantom_data/retrieval_test.json \
+	$(PY) vis.py --checkpoint output/pretrain_demo/checkpoint_last.pth --json data/phantom_data/retrieval_test.json \
 		--all --limit 8 --layer 0 --threads 1 --out_dir output/vis_demo
-	$(PY) vis.py --checkpoint output/retrieval_demo/checkpoint_best.pth --json data/phantom_data/retrieval_test.json \
+	$(PY) vis.py --checkpoint output/pretrain_demo/checkpoint_last.pth --json data/phantom_data/retrieval_test.json \
 		--score --layer 0 --threads 1 --score_out output/vis_demo/scores.json
 	@echo "Attention maps: output/vis_demo/index.html (figures, .npy maps); localisation: output/vis_demo/scores.json"
 
