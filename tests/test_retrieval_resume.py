@@ -1,0 +1,76 @@
+"""train_retrieval.py on the shared engine: SIGTERM mid-epoch and --resume give the uninterrupted run."""
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine.logger
+import train_retrieval
+from tasks.retrieval import run_retrieval
+from tests.conftest import TINY_TEXT
+from tests.test_retrieval_task import tiny_retrieval_config
+
+DROPOUT = dict(TINY_TEXT, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)  # RNG restore matters
+
+
+def _lines(output_dir):
+    return [json.loads(l) for l in (Path(output_dir) / "log.txt").read_text().splitlines()]
+
+
+def _epoch_lines(output_dir):
+    return [l for l in _lines(output_dir) if "epoch" in l and "step" not in l and "event" not in l]
+
+
+def test_retrieval_resume_after_sigterm_mid_epoch_equals_uninterrupted(tmp_path, monkeypatch):
+    settings = dict(med_config=DROPOUT, hflip=0.5, k_test=3)  # dropout + flips + RandomAugment: RNG and sampler
+    straight = run_retrieval(tiny_retrieval_config(tmp_path / "a", **settings))
+
+    config = tiny_retrieval_config(tmp_path / "b", **settings)
+    real_log_step = engine.logger.TrainLogger.log_step
+
+    def log_step_then_signal(self, *args, **kwargs):
+        real_log_step(self, *args, **kwargs)
+        if self.global_step == 3:
+            signal.raise_signal(signal.SIGTERM)  # the real handler: finish the step, save, stop
+
+    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", log_step_then_signal)
+    stopped = run_retrieval(config)
+    assert stopped.stopped_by_signal and stopped.global_step == 3
+    saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
+    assert (saved["epoch"], saved["step_in_epoch"], saved["epoch_finished"]) == (0, 3, False)
+    assert not (Path(config["output_dir"]) / "results.json").exists()  # the test split waits for the end
+    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", real_log_step)
+
+    resumed = run_retrieval(config, resume=True)
+    assert resumed.global_step == straight.global_step == 16  # 32 pairs / 4 x 2 epochs
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:  # weights, momentum copies, queues and the idx queue
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+    lines_a, lines_b = _epoch_lines(straight.output_dir), _epoch_lines(resumed.output_dir)
+    assert [l["epoch"] for l in lines_b] == [0, 1] and lines_b[0]["resumed_at_step"] == 3
+    for line_a, line_b in zip(lines_a, lines_b):  # epoch means cover the whole epoch; val on the same weights
+        for name in ("train_loss_ita", "train_loss_itm", "train_lr", "val_r_mean", "val_txt_r1", "val_img_r1"):
+            assert line_b[name] == pytest.approx(line_a[name], abs=1e-6), name
+    results_a, results_b = (json.loads((Path(r.output_dir) / "results.json").read_text()) for r in (straight, resumed))
+    assert results_b.keys() == results_a.keys() == {"val", "test"}
+    for split in results_a:
+        for key, value in results_a[split].items():
+            assert results_b[split][key] == pytest.approx(value, abs=1e-6), (split, key)
+
+
+def test_resume_in_an_empty_output_dir_starts_from_scratch(tmp_path, capsys):
+    settings = dict(max_epoch=1, val_file=None, test_file=None)
+    fresh = run_retrieval(tiny_retrieval_config(tmp_path / "a", **settings))
+    config = tiny_retrieval_config(tmp_path / "b", **settings)
+    config_path = tmp_path / "b.json"  # JSON is YAML
+    config_path.write_text(json.dumps(config))
+    assert train_retrieval.main(["--config", str(config_path), "--resume"]) == 0
+    assert f"--resume: no checkpoint in {config['output_dir']}; starting from scratch" in capsys.readouterr().out
+    saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
+    assert saved["global_step"] == 8 and saved["epoch_finished"]
+    for key, value in fresh.model.state_dict().items():  # the same run as one started without --resume
+        assert torch.allclose(saved["model"][key].float(), value.float(), atol=1e-6), key
