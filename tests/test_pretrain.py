@@ -15,7 +15,8 @@ import engine.logger
 import tasks.common
 from models.blip_pretrain import BlipPretrain
 from tests.pretrain_helpers import tiny_pretrain_config, write_tiny_dataset
-from tasks.pretrain import run_pretraining
+from models.retrieval_eval import chance_recall
+from tasks.pretrain import run_pretraining, small_eval_warning
 from utils.errors import TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,3 +227,13 @@ def test_eval_file_recall_is_logged_each_epoch_and_printed_next_to_chance(tmp_pa
     assert f"zero-shot ITC retrieval on {test_list} (after epoch 1)" in printed
     assert "image -> text chance     10.0%   50.0%  100.0%" in printed
     assert "text -> image chance     10.0%   50.0%  100.0%" in printed
+    # chance R@5 = 50 %: the user is told the set is too small (keys sorted: img_r10, img_r5, txt_r10, txt_r5)
+    assert (f"warning: eval_file {test_list} (10 images) is too small for recall to mean much: a random ranking "
+            "already scores img_r10 100%, img_r5 50%, txt_r10 100%, txt_r5 50%; use a larger evaluation set") in printed
+
+
+def test_small_eval_warning_starts_at_fifty_percent_chance():
+    # one caption per image: chance R@10 = 10 / images; 20 images reach 50 %, 21 stay below (47.6 %)
+    assert small_eval_warning(chance_recall([[i] for i in range(21)], 21), "x") is None
+    assert small_eval_warning(chance_recall([[i] for i in range(20)], 20), "x").endswith(
+        "a random ranking already scores img_r10 50%, txt_r10 50%; use a larger evaluation set")
