@@ -1,7 +1,11 @@
 """train_retrieval.py on the shared engine: SIGTERM mid-epoch and --resume give the uninterrupted run."""
 
 import json
+import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,8 @@ from tasks.retrieval import run_retrieval
 from tests.conftest import TINY_TEXT
 from tests.test_retrieval_task import tiny_retrieval_config
 
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 DROPOUT = dict(TINY_TEXT, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)  # RNG restore matters
 
 
@@ -74,3 +80,29 @@ def test_resume_in_an_empty_output_dir_starts_from_scratch(tmp_path, capsys):
     assert saved["global_step"] == 8 and saved["epoch_finished"]
     for key, value in fresh.model.state_dict().items():  # the same run as one started without --resume
         assert torch.allclose(saved["model"][key].float(), value.float(), atol=1e-6), key
+
+
+def test_sigterm_to_train_retrieval_exits_zero_and_resume_finishes_the_run(tmp_path):
+    config = tiny_retrieval_config(tmp_path, max_epoch=50, k_test=3)
+    config_path = tmp_path / "config.json"  # JSON is YAML
+    config_path.write_text(json.dumps(config))
+    cmd = [sys.executable, str(ROOT / "train_retrieval.py"), "--config", str(config_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = Path(config["output_dir"]) / "log.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count('"step"') >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "SIGTERM: saved" in output and "stopped by signal" in output and "Traceback" not in output
+    saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
+    assert saved["global_step"] >= 2 and not (Path(config["output_dir"]) / "results.json").exists()
+    end = saved["epoch"] + 1  # execution-only key: the run may be shortened on resume
+    resumed = subprocess.run(cmd + ["--resume", f"max_epoch={end}"], cwd=ROOT, env=ENV, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from" in resumed.stdout and "test: {'txt_r1'" in resumed.stdout
+    final = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
+    assert final["epoch_finished"] and final["global_step"] == 8 * end  # 32 pairs / 4 per epoch
+    assert set(json.loads((Path(config["output_dir"]) / "results.json").read_text())) == {"val", "test"}
