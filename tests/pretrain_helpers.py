@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,22 @@ def tiny_pretrain_config(tmp_path: Path, **overrides) -> dict:
     values.update(overrides)
     args = [f"{k}={json.dumps(v)}" for k, v in values.items()]
     return load_config(None, args, PRETRAIN_SCHEMA)
+
+
+def signal_after_steps(cmd: list[str], log: Path, signum: int, env: dict, steps: int = 2,
+                       timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a training command, send it ``signum`` once ``log`` holds ``steps`` step lines; its exit and output."""
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None and not (
+                log.exists() and log.read_text().count('"step"') >= steps):
+            time.sleep(0.2)
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=timeout)
+    finally:  # a hang fails the test instead of leaving a training process behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, output)

@@ -3,9 +3,7 @@
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import torch
 import engine.logger
 from models.blip_pretrain import BlipPretrain
 from tasks.pretrain import run_pretraining
-from tests.pretrain_helpers import tiny_pretrain_config
+from tests.pretrain_helpers import signal_after_steps, tiny_pretrain_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -70,16 +68,11 @@ def test_sigint_to_a_plain_process_exits_zero_with_a_checkpoint(tmp_path):
     config = tiny_pretrain_config(tmp_path, max_epoch=200)
     config_path = tmp_path / "config.json"  # JSON is YAML
     config_path.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pretrain.py"), "--config", str(config_path)], cwd=ROOT,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = Path(config["output_dir"]) / "log.txt"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count('"step"') >= 2):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
-    assert "SIGINT: saved" in output and "stopped by signal" in output and "Traceback" not in output
+    stopped = signal_after_steps([sys.executable, str(ROOT / "pretrain.py"), "--config", str(config_path)],
+                                 Path(config["output_dir"]) / "log.txt", signal.SIGINT, ENV)
+    assert stopped.returncode == 0, stopped.stdout
+    assert "SIGINT: saved" in stopped.stdout and "stopped by signal" in stopped.stdout
+    assert "Traceback" not in stopped.stdout
     saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
     assert saved["global_step"] >= 2
 

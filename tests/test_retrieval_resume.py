@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import engine.logger
 import train_retrieval
 from tasks.retrieval import run_retrieval
 from tests.conftest import TINY_TEXT
+from tests.pretrain_helpers import signal_after_steps
 from tests.test_retrieval_task import tiny_retrieval_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,15 +87,10 @@ def test_sigterm_to_train_retrieval_exits_zero_and_resume_finishes_the_run(tmp_p
     config_path = tmp_path / "config.json"  # JSON is YAML
     config_path.write_text(json.dumps(config))
     cmd = [sys.executable, str(ROOT / "train_retrieval.py"), "--config", str(config_path)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = Path(config["output_dir"]) / "log.txt"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count('"step"') >= 2):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
-    assert "SIGTERM: saved" in output and "stopped by signal" in output and "Traceback" not in output
+    stopped = signal_after_steps(cmd, Path(config["output_dir"]) / "log.txt", signal.SIGTERM, ENV)
+    assert stopped.returncode == 0, stopped.stdout
+    assert "SIGTERM: saved" in stopped.stdout and "stopped by signal" in stopped.stdout
+    assert "Traceback" not in stopped.stdout
     saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
     assert saved["global_step"] >= 2 and not (Path(config["output_dir"]) / "results.json").exists()
     end = saved["epoch"] + 1  # execution-only key: the run may be shortened on resume
