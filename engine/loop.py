@@ -224,6 +224,10 @@ class Trainer:
             self.run_skips = SkipCounter.from_state_dict(checkpoint["skips"])
         self.start_epoch, self.global_step = epoch, int(checkpoint["global_step"])
         self.best_value = checkpoint.get("best_value")
+        if checkpoint["epoch_finished"]:  # its epoch was evaluated after this file was written: the log knows
+            logged = self._best_logged(int(checkpoint["epoch"]))
+            if logged is not None and (self.best_value is None or logged > self.best_value):
+                self.best_value = logged
         self.epoch_state = checkpoint.get("epoch_state") if not checkpoint["epoch_finished"] else None
         if checkpoint["epoch_finished"] and not self._epoch_logged(int(checkpoint["epoch"])):
             self.pending_eval = dict(checkpoint.get("epoch_stats") or {"epoch": int(checkpoint["epoch"])})
@@ -255,6 +259,15 @@ class Trainer:
             _, epochs = read_log(self.output_dir / "log.txt")
             logged = any(int(line.get("epoch", -1)) == epoch for line in epochs)
         return bool(broadcast_object(logged))
+
+    def _best_logged(self, epoch: int) -> float | None:
+        """The best ``task.best_metric`` in log.txt's epoch lines up to ``epoch`` (rank 0 reads; all agree)."""
+        name, best = self.task.best_metric, None
+        if name and is_main_process():
+            _, epochs = read_log(self.output_dir / "log.txt")
+            best = max((float(line[name]) for line in epochs if name in line and int(line["epoch"]) <= epoch),
+                       default=None)
+        return broadcast_object(best)
 
     def _open_log(self) -> None:
         cfg = self.cfg

@@ -12,7 +12,7 @@ import torch
 
 import engine.logger
 import train_retrieval
-from tasks.retrieval import run_retrieval
+from tasks.retrieval import RetrievalTask, run_retrieval
 from tests.conftest import TINY_TEXT
 from tests.pretrain_helpers import signal_after_steps
 from tests.test_retrieval_task import tiny_retrieval_config
@@ -101,3 +101,28 @@ def test_sigterm_to_train_retrieval_exits_zero_and_resume_finishes_the_run(tmp_p
     final = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
     assert final["epoch_finished"] and final["global_step"] == 8 * end  # 32 pairs / 4 per epoch
     assert set(json.loads((Path(config["output_dir"]) / "results.json").read_text())) == {"val", "test"}
+
+
+def test_extending_a_finished_run_keeps_the_best_checkpoint_of_the_earlier_epochs(tmp_path, monkeypatch):
+    """The best epoch is remembered across a resume: a worse later epoch does not replace checkpoint_best.pth."""
+    val_r_mean = {0: 60.0, 1: 40.0}  # epoch 1 validates worse than epoch 0
+    real_evaluate = RetrievalTask.evaluate
+    evaluated = []
+
+    def evaluate(self, *args, **kwargs):
+        metrics = real_evaluate(self, *args, **kwargs)
+        metrics["val_r_mean"] = val_r_mean[len(evaluated)]
+        evaluated.append(metrics["val_r_mean"])
+        return metrics
+
+    monkeypatch.setattr(RetrievalTask, "evaluate", evaluate)
+    config = tiny_retrieval_config(tmp_path, max_epoch=1, k_test=3, test_file=None)
+    run_retrieval(config)
+    out = Path(config["output_dir"])
+    assert torch.load(out / "checkpoint_best.pth", weights_only=True)["epoch"] == 0
+    extended = tiny_retrieval_config(tmp_path, max_epoch=2, k_test=3, test_file=None)  # max_epoch may change
+    run_retrieval(extended, resume=True)
+    assert evaluated == [60.0, 40.0]
+    best = torch.load(out / "checkpoint_best.pth", weights_only=True)
+    assert (best["epoch"], best["metrics"]["val_r_mean"]) == (0, 60.0)
+    assert json.loads((out / "results.json").read_text())["val"]["val_r_mean"] == 60.0
