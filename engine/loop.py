@@ -16,8 +16,10 @@ a run survive a real cluster lives here, once:
   every rank's RNG, the data position in samples of the whole job, the skip
   counters and the epoch's running loss sums are saved;
 * SIGTERM/SIGINT to the whole process group finish the current step, write a
-  complete checkpoint and return normally (``engine/preemption.py``); an epoch's
-  evaluation interrupted that way runs first on resume;
+  complete checkpoint and return normally (``engine/preemption.py``); the
+  epoch-end checkpoint is written before the evaluation: a signal during the
+  evaluation stops the run once it is done, and an evaluation that never ran or
+  was killed runs first on resume;
 * atomic checkpoints: ``checkpoint_last.pth`` is always complete, and
   ``checkpoint_best.pth`` keeps the best evaluation when the task names a metric.
 """
@@ -462,6 +464,13 @@ class Trainer:
             self.result.epoch = epoch
             return True
         self._evaluate_and_log(epoch, stats)
+        # A signal during the evaluation: stop before the next epoch (the last one goes on to the task's finish,
+        # which a resume of a finished run would not run). Saved again: the evaluation moved the RNG.
+        if epoch + 1 < self.cfg["max_epoch"] and self._stop_requested_anywhere():
+            self.result.checkpoint = self._save(self.epoch_position, finished=True, epoch_stats=stats)
+            self.logger.write(f"{self.stop.signal_name or 'stop request'}: saved {self.result.checkpoint} after "
+                              f"the evaluation of epoch {epoch}; resume with --resume")
+            return True
         return False
 
     def _evaluate_and_log(self, epoch: int, stats: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import engine.logger
+import engine.loop
 import train_retrieval
 from tasks.retrieval import RetrievalTask, run_retrieval
 from tests.conftest import TINY_TEXT
@@ -30,11 +31,36 @@ def _epoch_lines(output_dir):
     return [l for l in _lines(output_dir) if "epoch" in l and "step" not in l and "event" not in l]
 
 
-def test_retrieval_resume_after_sigterm_mid_epoch_equals_uninterrupted(tmp_path, monkeypatch):
-    settings = dict(med_config=DROPOUT, hflip=0.5, k_test=3)  # dropout + flips + RandomAugment: RNG and sampler
-    straight = run_retrieval(tiny_retrieval_config(tmp_path / "a", **settings))
+SETTINGS = dict(med_config=DROPOUT, hflip=0.5, k_test=3)  # dropout + flips + RandomAugment: RNG and sampler
 
-    config = tiny_retrieval_config(tmp_path / "b", **settings)
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run every interrupted one is compared with (2 epochs of 8 steps, val + test)."""
+    return run_retrieval(tiny_retrieval_config(tmp_path_factory.mktemp("straight"), **SETTINGS))
+
+
+def _assert_same_run(straight, resumed):
+    """Same weights, queues, epoch lines (train means and val) and results.json as the uninterrupted run."""
+    assert resumed.global_step == straight.global_step == 16  # 32 pairs / 4 x 2 epochs
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:  # weights, momentum copies, queues and the idx queue
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+    lines_a, lines_b = _epoch_lines(straight.output_dir), _epoch_lines(resumed.output_dir)
+    assert [l["epoch"] for l in lines_b] == [0, 1]
+    for line_a, line_b in zip(lines_a, lines_b):  # epoch means cover the whole epoch; val on the same weights
+        for name in ("train_loss_ita", "train_loss_itm", "train_lr", "val_r_mean", "val_txt_r1", "val_img_r1"):
+            assert line_b[name] == pytest.approx(line_a[name], abs=1e-6), name
+    results_a, results_b = (json.loads((Path(r.output_dir) / "results.json").read_text()) for r in (straight, resumed))
+    assert results_b.keys() == results_a.keys() == {"val", "test"}
+    for split in results_a:
+        for key, value in results_a[split].items():
+            assert results_b[split][key] == pytest.approx(value, abs=1e-6), (split, key)
+
+
+def test_retrieval_resume_after_sigterm_mid_epoch_equals_uninterrupted(straight, tmp_path, monkeypatch):
+    config = tiny_retrieval_config(tmp_path, **SETTINGS)
     real_log_step = engine.logger.TrainLogger.log_step
 
     def log_step_then_signal(self, *args, **kwargs):
@@ -51,21 +77,45 @@ def test_retrieval_resume_after_sigterm_mid_epoch_equals_uninterrupted(tmp_path,
     monkeypatch.setattr(engine.logger.TrainLogger, "log_step", real_log_step)
 
     resumed = run_retrieval(config, resume=True)
-    assert resumed.global_step == straight.global_step == 16  # 32 pairs / 4 x 2 epochs
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    assert a.keys() == b.keys()
-    for key in a:  # weights, momentum copies, queues and the idx queue
-        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
-    lines_a, lines_b = _epoch_lines(straight.output_dir), _epoch_lines(resumed.output_dir)
-    assert [l["epoch"] for l in lines_b] == [0, 1] and lines_b[0]["resumed_at_step"] == 3
-    for line_a, line_b in zip(lines_a, lines_b):  # epoch means cover the whole epoch; val on the same weights
-        for name in ("train_loss_ita", "train_loss_itm", "train_lr", "val_r_mean", "val_txt_r1", "val_img_r1"):
-            assert line_b[name] == pytest.approx(line_a[name], abs=1e-6), name
-    results_a, results_b = (json.loads((Path(r.output_dir) / "results.json").read_text()) for r in (straight, resumed))
-    assert results_b.keys() == results_a.keys() == {"val", "test"}
-    for split in results_a:
-        for key, value in results_a[split].items():
-            assert results_b[split][key] == pytest.approx(value, abs=1e-6), (split, key)
+    assert _epoch_lines(config["output_dir"])[0]["resumed_at_step"] == 3
+    _assert_same_run(straight, resumed)
+
+
+def test_signal_before_the_epoch_end_evaluation_runs_it_first_on_resume(straight, tmp_path, monkeypatch, capsys):
+    """SIGTERM while the epoch-end checkpoint is written: the run stops; --resume evaluates that epoch first."""
+    config = tiny_retrieval_config(tmp_path, **SETTINGS)
+    real_save = engine.loop.Trainer._save
+
+    def save_then_signal(self, position, *, finished, epoch_stats=None):
+        path = real_save(self, position, finished=finished, epoch_stats=epoch_stats)
+        if finished and position[0] == 0:
+            signal.raise_signal(signal.SIGTERM)
+        return path
+
+    monkeypatch.setattr(engine.loop.Trainer, "_save", save_then_signal)
+    stopped = run_retrieval(config)
+    assert stopped.stopped_by_signal and stopped.global_step == 8
+    assert "SIGTERM: saved" in capsys.readouterr().out and _epoch_lines(config["output_dir"]) == []  # not evaluated
+    monkeypatch.setattr(engine.loop.Trainer, "_save", real_save)
+    _assert_same_run(straight, run_retrieval(config, resume=True))
+
+
+def test_signal_during_the_evaluation_stops_after_it(straight, tmp_path, monkeypatch, capsys):
+    """SIGTERM while epoch 0 is validated: the evaluation finishes and the run stops before epoch 1."""
+    config = tiny_retrieval_config(tmp_path, **SETTINGS)
+    real_evaluate = RetrievalTask.evaluate
+
+    def evaluate_with_signal(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return real_evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(RetrievalTask, "evaluate", evaluate_with_signal)
+    stopped = run_retrieval(config)
+    assert stopped.stopped_by_signal and stopped.global_step == 8  # no step of epoch 1
+    assert "after the evaluation of epoch 0; resume with --resume" in capsys.readouterr().out
+    assert [l["epoch"] for l in _epoch_lines(config["output_dir"])] == [0]
+    monkeypatch.setattr(RetrievalTask, "evaluate", real_evaluate)
+    _assert_same_run(straight, run_retrieval(config, resume=True))
 
 
 def test_resume_in_an_empty_output_dir_starts_from_scratch(tmp_path, capsys):
