@@ -68,6 +68,8 @@ def test_itc_only_evaluation_is_the_itc_ranking_of_the_full_evaluations_features
     full, itc_only = (json.loads((tmp_path / name / "evaluate.json").read_text())["test"] for name in ("full", "itc"))
     assert {k: itc_only[f"test_{k}"] for k in BLIP_KEYS} == {k: itc[k] for k in BLIP_KEYS}
     assert {k: full[f"test_{k}"] for k in BLIP_KEYS} != {k: itc[k] for k in BLIP_KEYS}  # ITM did change the ranks
+    assert {k: full[f"test_itc_{k}"] for k in BLIP_KEYS} == {k: itc[k] for k in BLIP_KEYS}  # reported beside it
+    assert not any(k.startswith("test_itc_") for k in itc_only)  # --itc_only: the ITC ranking is the result
 
 
 def test_val_itc_only_validates_by_itc_and_tests_with_itm(tmp_path, monkeypatch):
