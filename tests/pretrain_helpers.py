@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -87,3 +89,22 @@ def signal_after_steps(cmd: list[str], log: Path, signum: int, env: dict, steps:
             proc.kill()
             proc.communicate()
     return subprocess.CompletedProcess(cmd, proc.returncode, output)
+
+
+@contextlib.contextmanager
+def raise_signal_after_step(step: int, signum: int = signal.SIGTERM):
+    """In this process, deliver ``signum`` (really) right after optimizer step ``step`` is logged."""
+    import engine.logger
+
+    real_log_step = engine.logger.TrainLogger.log_step
+
+    def log_step_then_signal(self, *args, **kwargs):
+        real_log_step(self, *args, **kwargs)
+        if self.global_step == step:
+            signal.raise_signal(signum)
+
+    engine.logger.TrainLogger.log_step = log_step_then_signal
+    try:
+        yield
+    finally:
+        engine.logger.TrainLogger.log_step = real_log_step

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import engine.logger
 import engine.loop
 import train_retrieval
 from tasks.retrieval import RetrievalTask, run_retrieval
 from tests.conftest import TINY_TEXT
-from tests.pretrain_helpers import signal_after_steps
+from tests.pretrain_helpers import raise_signal_after_step, signal_after_steps
 from tests.test_retrieval_task import tiny_retrieval_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,26 +58,30 @@ def _assert_same_run(straight, resumed):
             assert results_b[split][key] == pytest.approx(value, abs=1e-6), (split, key)
 
 
-def test_retrieval_resume_after_sigterm_mid_epoch_equals_uninterrupted(straight, tmp_path, monkeypatch):
+def test_retrieval_resume_after_sigterm_mid_epoch_equals_uninterrupted(straight, tmp_path):
     config = tiny_retrieval_config(tmp_path, **SETTINGS)
-    real_log_step = engine.logger.TrainLogger.log_step
-
-    def log_step_then_signal(self, *args, **kwargs):
-        real_log_step(self, *args, **kwargs)
-        if self.global_step == 3:
-            signal.raise_signal(signal.SIGTERM)  # the real handler: finish the step, save, stop
-
-    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", log_step_then_signal)
-    stopped = run_retrieval(config)
+    with raise_signal_after_step(3):  # the real handler: finish the step, save, stop
+        stopped = run_retrieval(config)
     assert stopped.stopped_by_signal and stopped.global_step == 3
     saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
     assert (saved["epoch"], saved["step_in_epoch"], saved["epoch_finished"]) == (0, 3, False)
     assert not (Path(config["output_dir"]) / "results.json").exists()  # the test split waits for the end
-    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", real_log_step)
 
     resumed = run_retrieval(config, resume=True)
     assert _epoch_lines(config["output_dir"])[0]["resumed_at_step"] == 3
     _assert_same_run(straight, resumed)
+
+
+def test_resume_with_other_execution_keys_and_loader_workers_equals_uninterrupted(straight, tmp_path):
+    """num_workers, log_every, save_every, keep_checkpoints may change on --resume; the run stays the same."""
+    config = tiny_retrieval_config(tmp_path, **SETTINGS)
+    with raise_signal_after_step(5):
+        assert run_retrieval(config).global_step == 5
+    changed = tiny_retrieval_config(tmp_path, **SETTINGS, num_workers=2, log_every=3, save_every=4,
+                                    keep_checkpoints=1)
+    _assert_same_run(straight, run_retrieval(changed, resume=True))
+    numbered = sorted(p.name for p in Path(config["output_dir"]).glob("checkpoint_step_*.pth"))
+    assert numbered == ["checkpoint_step_00000016.pth"]  # keep_checkpoints=1 of steps 5, 8, 12, 16
 
 
 def test_signal_before_the_epoch_end_evaluation_runs_it_first_on_resume(straight, tmp_path, monkeypatch, capsys):
