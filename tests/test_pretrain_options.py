@@ -1,4 +1,4 @@
-"""pretrain.py behaviour the README promises: the alpha ramp, SIGINT as SIGTERM, numbered checkpoints."""
+"""pretrain.py behaviour the README promises: the alpha ramp, SIGINT as SIGTERM, numbered checkpoints, notes."""
 
 import json
 import os
@@ -94,3 +94,21 @@ def test_numbered_checkpoints_appear_every_save_every_steps_and_are_pruned(tmp_p
         "checkpoint_last.pth", "checkpoint_step_00000006.pth", "checkpoint_step_00000008.pth"]
     step_6 = torch.load(out / "checkpoint_step_00000006.pth", weights_only=True)
     assert (step_6["global_step"], step_6["epoch"], step_6["step_in_epoch"]) == (6, 1, 2)
+
+
+def test_note_when_train_file_comes_from_the_command_line_but_eval_file_from_the_config(tmp_path):
+    from engine.cli import build_parser, load_cli_config
+    from tasks.pretrain import PretrainTask
+
+    config = tmp_path / "demo.yaml"
+    config.write_text("train_file: demo.json\neval_file: phantom_test.json\n")
+
+    def notes(*overrides):
+        args = build_parser("pretrain.py", "").parse_args(["--config", str(config), *overrides])
+        return load_cli_config(PretrainTask(), args)[1]
+
+    (note,) = notes("train_file=mine.json")
+    assert note == (f"note: train_file was set on the command line but eval_file (phantom_test.json) comes from "
+                    f"{config}:2; set eval_file=... (or eval_file=null) if it does not belong to your data")
+    assert notes() == [] and notes("train_file=mine.json", "eval_file=mine_test.json") == []
+    assert notes("train_file=mine.json", "eval_file=null") == []
