@@ -100,7 +100,8 @@ def run_cli(
     may do the job itself and return True (``train_retrieval.py --evaluate``).
     """
     parser = parser or build_parser(prog, description)
-    args = parser.parse_args(argv)
+    # intermixed: a flag may follow key=value overrides (``... pretrained=X --itc_only output_dir=Y``)
+    args = parser.parse_intermixed_args(argv)
     if args.config_table:
         _print_safely(schema_markdown(task.schema))
         return 0

@@ -16,8 +16,10 @@ a run survive a real cluster lives here, once:
   every rank's RNG, the data position in samples of the whole job, the skip
   counters and the epoch's running loss sums are saved;
 * SIGTERM/SIGINT to the whole process group finish the current step, write a
-  complete checkpoint and return normally (``engine/preemption.py``); an epoch's
-  evaluation interrupted that way runs first on resume;
+  complete checkpoint and return normally (``engine/preemption.py``); the
+  epoch-end checkpoint is written before the evaluation: a signal during the
+  evaluation stops the run once it is done, and an evaluation that never ran or
+  was killed runs first on resume;
 * atomic checkpoints: ``checkpoint_last.pth`` is always complete, and
   ``checkpoint_best.pth`` keeps the best evaluation when the task names a metric.
 """
@@ -224,6 +226,10 @@ class Trainer:
             self.run_skips = SkipCounter.from_state_dict(checkpoint["skips"])
         self.start_epoch, self.global_step = epoch, int(checkpoint["global_step"])
         self.best_value = checkpoint.get("best_value")
+        if checkpoint["epoch_finished"]:  # its epoch was evaluated after this file was written: the log knows
+            logged = self._best_logged(int(checkpoint["epoch"]))
+            if logged is not None and (self.best_value is None or logged > self.best_value):
+                self.best_value = logged
         self.epoch_state = checkpoint.get("epoch_state") if not checkpoint["epoch_finished"] else None
         if checkpoint["epoch_finished"] and not self._epoch_logged(int(checkpoint["epoch"])):
             self.pending_eval = dict(checkpoint.get("epoch_stats") or {"epoch": int(checkpoint["epoch"])})
@@ -255,6 +261,15 @@ class Trainer:
             _, epochs = read_log(self.output_dir / "log.txt")
             logged = any(int(line.get("epoch", -1)) == epoch for line in epochs)
         return bool(broadcast_object(logged))
+
+    def _best_logged(self, epoch: int) -> float | None:
+        """The best ``task.best_metric`` in log.txt's epoch lines up to ``epoch`` (rank 0 reads; all agree)."""
+        name, best = self.task.best_metric, None
+        if name and is_main_process():
+            _, epochs = read_log(self.output_dir / "log.txt")
+            best = max((float(line[name]) for line in epochs if name in line and int(line["epoch"]) <= epoch),
+                       default=None)
+        return broadcast_object(best)
 
     def _open_log(self) -> None:
         cfg = self.cfg
@@ -449,6 +464,13 @@ class Trainer:
             self.result.epoch = epoch
             return True
         self._evaluate_and_log(epoch, stats)
+        # A signal during the evaluation: stop before the next epoch (the last one goes on to the task's finish,
+        # which a resume of a finished run would not run). Saved again: the evaluation moved the RNG.
+        if epoch + 1 < self.cfg["max_epoch"] and self._stop_requested_anywhere():
+            self.result.checkpoint = self._save(self.epoch_position, finished=True, epoch_stats=stats)
+            self.logger.write(f"{self.stop.signal_name or 'stop request'}: saved {self.result.checkpoint} after "
+                              f"the evaluation of epoch {epoch}; resume with --resume")
+            return True
         return False
 
     def _evaluate_and_log(self, epoch: int, stats: dict[str, Any]) -> None:

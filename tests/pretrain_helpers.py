@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +70,41 @@ def tiny_pretrain_config(tmp_path: Path, **overrides) -> dict:
     values.update(overrides)
     args = [f"{k}={json.dumps(v)}" for k, v in values.items()]
     return load_config(None, args, PRETRAIN_SCHEMA)
+
+
+def signal_after_steps(cmd: list[str], log: Path, signum: int, env: dict, steps: int = 2,
+                       timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a training command, send it ``signum`` once ``log`` holds ``steps`` step lines; its exit and output."""
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None and not (
+                log.exists() and log.read_text().count('"step"') >= steps):
+            time.sleep(0.2)
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=timeout)
+    finally:  # a hang fails the test instead of leaving a training process behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, output)
+
+
+@contextlib.contextmanager
+def raise_signal_after_step(step: int, signum: int = signal.SIGTERM):
+    """In this process, deliver ``signum`` (really) right after optimizer step ``step`` is logged."""
+    import engine.logger
+
+    real_log_step = engine.logger.TrainLogger.log_step
+
+    def log_step_then_signal(self, *args, **kwargs):
+        real_log_step(self, *args, **kwargs)
+        if self.global_step == step:
+            signal.raise_signal(signum)
+
+    engine.logger.TrainLogger.log_step = log_step_then_signal
+    try:
+        yield
+    finally:
+        engine.logger.TrainLogger.log_step = real_log_step

@@ -175,3 +175,37 @@ def test_bad_model_config_messages(tokenizer):
         build_model("pretrain", tiny_model_config(med_config={"num_hiden_layers": 2}), tokenizer=tokenizer)
     with pytest.raises(ValueError, match="model kind"):
         build_model("captioning", tiny_model_config(), tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("all_rank", [False, True])
+def test_retrieval_itm_hard_negatives_never_share_the_image_id(tokenizer, monkeypatch, all_rank):
+    """End to end through BlipRetrieval.forward: every drawn negative has another image id than its row.
+
+    Eight pairs of four images (ids 7,7,7,3,3,9,9,4): with a mask that ignored ``idx`` (only the diagonal),
+    a same-image caption or image would be drawn as a "negative" in most forwards.
+    """
+    import models.blip_base
+
+    idx = torch.tensor([7, 7, 7, 3, 3, 9, 9, 4])
+    drawn = []
+    real = models.blip_base.sample_hard_negatives
+
+    def spy(sim, exclude, smoothing=0.0, generator=None):
+        index, valid = real(sim, exclude, smoothing, generator)
+        drawn.append((index.clone(), valid.clone()))
+        return index, valid
+
+    monkeypatch.setattr(models.blip_base, "sample_hard_negatives", spy)
+    torch.manual_seed(0)
+    model = build_model("retrieval", tiny_model_config(negative_all_rank=all_rank), tokenizer=tokenizer)
+    images, ids, atts = make_batch(model, n=8)
+    # pairs of one image show the same picture (as in a real batch), so their similarities are high
+    images = images[torch.tensor([0, 0, 0, 1, 1, 2, 2, 3])]
+    for seed in range(25):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            model(images, ids, atts, alpha=0.4, idx=idx)
+    assert len(drawn) == 2 * 25  # negative images for texts, negative texts for images
+    for index, valid in drawn:
+        assert valid.all()  # every row has a candidate of another image
+        assert (idx[index] != idx).all(), (idx.tolist(), index.tolist())

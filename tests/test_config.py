@@ -158,6 +158,10 @@ def test_cli(tmp_path, capsys):
     assert "batch_size: 3" in capsys.readouterr().out
     assert main(["--config", str(path), "--check", "batch_size=x"]) == 2
     assert "key 'batch_size'" in capsys.readouterr().err
+    # flags may come between and after overrides
+    assert main(["--config", str(path), "batch_size=5", "--check", "seed=9"]) == 0
+    printed = capsys.readouterr().out
+    assert "batch_size: 5" in printed and "seed: 9" in printed
 
 
 def test_docs_carry_the_generated_retrieval_table():

@@ -14,8 +14,9 @@ import torch
 import engine.logger
 import tasks.common
 from models.blip_pretrain import BlipPretrain
-from tests.pretrain_helpers import tiny_pretrain_config, write_tiny_dataset
-from tasks.pretrain import run_pretraining
+from tests.pretrain_helpers import raise_signal_after_step, tiny_pretrain_config, write_tiny_dataset
+from models.retrieval_eval import chance_recall
+from tasks.pretrain import run_pretraining, small_eval_warning
 from utils.errors import TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,24 +46,16 @@ def test_single_plain_process_without_process_group(tmp_path, monkeypatch):
     assert {"model", "optimizer", "config", "epoch"} <= set(checkpoint) and checkpoint["epoch"] == 1
 
 
-def test_resume_after_sigterm_mid_epoch_equals_uninterrupted(tmp_path, monkeypatch):
+def test_resume_after_sigterm_mid_epoch_equals_uninterrupted(tmp_path):
     straight = run_pretraining(tiny_pretrain_config(tmp_path / "a"))
 
     # Same run, SIGTERM delivered (really) after the 3rd optimizer step of epoch 0.
     config = tiny_pretrain_config(tmp_path / "b")
-    real_log_step = engine.logger.TrainLogger.log_step
-
-    def log_step_then_signal(self, *args, **kwargs):
-        real_log_step(self, *args, **kwargs)
-        if self.global_step == 3:
-            signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", log_step_then_signal)
-    stopped = run_pretraining(config)
+    with raise_signal_after_step(3):
+        stopped = run_pretraining(config)
     assert stopped.stopped_by_signal and stopped.global_step == 3
     saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
     assert (saved["epoch"], saved["step_in_epoch"], saved["epoch_finished"]) == (0, 3, False)
-    monkeypatch.setattr(engine.logger.TrainLogger, "log_step", real_log_step)
 
     resumed = run_pretraining(config, resume=True)
     assert resumed.global_step == straight.global_step == 8
@@ -226,3 +219,13 @@ def test_eval_file_recall_is_logged_each_epoch_and_printed_next_to_chance(tmp_pa
     assert f"zero-shot ITC retrieval on {test_list} (after epoch 1)" in printed
     assert "image -> text chance     10.0%   50.0%  100.0%" in printed
     assert "text -> image chance     10.0%   50.0%  100.0%" in printed
+    # chance R@5 = 50 %: the user is told the set is too small (keys sorted: img_r10, img_r5, txt_r10, txt_r5)
+    assert (f"warning: eval_file {test_list} (10 images) is too small for recall to mean much: a random ranking "
+            "already scores img_r10 100%, img_r5 50%, txt_r10 100%, txt_r5 50%; use a larger evaluation set") in printed
+
+
+def test_small_eval_warning_starts_at_fifty_percent_chance():
+    # one caption per image: chance R@10 = 10 / images; 20 images reach 50 %, 21 stay below (47.6 %)
+    assert small_eval_warning(chance_recall([[i] for i in range(21)], 21), "x") is None
+    assert small_eval_warning(chance_recall([[i] for i in range(20)], 20), "x").endswith(
+        "a random ranking already scores img_r10 50%, txt_r10 50%; use a larger evaluation set")
