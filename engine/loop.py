@@ -63,7 +63,7 @@ from engine.distributed import (
     is_main_process,
     unwrap_model,
 )
-from engine.logger import TrainLogger, read_log
+from engine.logger import TrainLogger, read_log, read_log_events
 from engine.preemption import StopRequest
 from engine.schedule import LRScheduler
 from engine.skips import SkipCounter
@@ -154,6 +154,9 @@ class Trainer:
             if self._end_epoch(epoch):
                 return self._stopped()
         self.result.final_metrics = self._call_task_finish()
+        # The run's end, after the task's finish (e.g. the test split): a resume of a run killed during
+        # that finish runs it again instead of reporting the run as finished.
+        self.logger.event("finished", epoch=self.cfg["max_epoch"] - 1)
         self.logger.close()
         self.result.global_step = self.global_step
         return self.result
@@ -203,7 +206,7 @@ class Trainer:
         epoch, step = resume_position(checkpoint)
         finished = epoch >= self.cfg["max_epoch"] and checkpoint["epoch_finished"]
         self._check_same_run(path, saved_cfg, finished)
-        if finished and self._epoch_logged(int(checkpoint["epoch"])):
+        if finished and self._epoch_logged(int(checkpoint["epoch"])) and self._finish_logged(int(checkpoint["epoch"])):
             self.result.already_finished = True
             self.result.epoch = int(checkpoint["epoch"])
             self.result.global_step = int(checkpoint["global_step"])
@@ -260,6 +263,14 @@ class Trainer:
         if is_main_process():
             _, epochs = read_log(self.output_dir / "log.txt")
             logged = any(int(line.get("epoch", -1)) == epoch for line in epochs)
+        return bool(broadcast_object(logged))
+
+    def _finish_logged(self, epoch: int) -> bool:
+        """Whether log.txt has the "finished" event of a run that ended after ``epoch`` (all ranks agree)."""
+        logged = False
+        if is_main_process():
+            events = read_log_events(self.output_dir / "log.txt", "finished")
+            logged = any(int(line.get("epoch", -1)) == epoch for line in events)
         return bool(broadcast_object(logged))
 
     def _best_logged(self, epoch: int) -> float | None:

@@ -179,3 +179,29 @@ def test_extending_a_finished_run_keeps_the_best_checkpoint_of_the_earlier_epoch
     best = torch.load(out / "checkpoint_best.pth", weights_only=True)
     assert (best["epoch"], best["metrics"]["val_r_mean"]) == (0, 60.0)
     assert json.loads((out / "results.json").read_text())["val"]["val_r_mean"] == 60.0
+
+
+def test_run_killed_during_the_final_test_evaluation_runs_it_on_resume(tmp_path, monkeypatch):
+    """The last epoch is saved and logged before the test split runs: a kill there must not leave the run
+    'finished' without results.json; --resume runs the test, and a further --resume reports the finished run."""
+    config = tiny_retrieval_config(tmp_path, max_epoch=1, k_test=3)
+    real_finish = RetrievalTask.finish
+    calls = []
+
+    def killed_in_finish(self, trainer):
+        calls.append(trainer.global_step)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as a kill -9 during the test evaluation: nothing after it runs
+        return real_finish(self, trainer)
+
+    monkeypatch.setattr(RetrievalTask, "finish", killed_in_finish)
+    with pytest.raises(KeyboardInterrupt):
+        run_retrieval(config)
+    out = Path(config["output_dir"])
+    assert not (out / "results.json").exists() and _epoch_lines(out)[-1]["epoch"] == 0
+    resumed = run_retrieval(config, resume=True)
+    assert calls == [8, 8] and not resumed.already_finished  # nothing trained again, the test split evaluated
+    assert set(json.loads((out / "results.json").read_text())) == {"val", "test"}
+    assert [l["epoch"] for l in _lines(out) if l.get("event") == "finished"] == [0]
+    again = run_retrieval(config, resume=True)
+    assert again.already_finished and calls == [8, 8]
