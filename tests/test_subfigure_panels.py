@@ -251,3 +251,18 @@ def test_reading_order_by_columns():
     boxes = [(0, 0, 10, 10), (20, 0, 30, 10), (0, 20, 10, 30), (20, 20, 30, 30)]
     assert reading_order(boxes) == [0, 1, 2, 3]
     assert reading_order(boxes, by_columns=True) == [0, 2, 1, 3]
+
+
+def test_framed_charts_with_wide_empty_bands_inside_still_split():
+    # Two box plots, one above the other, each in a plot frame with a wide empty band between its
+    # boxes: the frame's top and bottom lines cross that band from side to side, which marks it as
+    # chart interior (not a gutter) even though the band leaves little room beside it.
+    img = Image.new("RGB", (500, 700), "white")
+    draw = ImageDraw.Draw(img)
+    for top in (40, 420):
+        draw.rectangle([40, top, 479, top + 259], outline="black")
+        for x in (80, 400):
+            draw.rectangle([x, top + 60, x + 40, top + 200], outline="black", width=2)
+            draw.line([x + 20, top + 20, x + 20, top + 60], fill="black")
+    gt = [(40, 40, 480, 300), (40, 420, 480, 680)]
+    _assert_found(detect_panels(np.asarray(img)), gt)

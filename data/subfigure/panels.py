@@ -43,6 +43,9 @@ OUTER_FRAME_MARGIN = 12
 LINE_STD = 12
 LINE_CONTRAST = 50
 MAX_CROSSING_THICKNESS = 4
+# A line crossing a gap band is judged on at least this many lines beyond the band (fewer when the band
+# reaches the region edge: a wide empty band inside a plot frame leaves little room on either side).
+MIN_SIDE_EVIDENCE = 8
 # Leaves thinner than this share of the figure's short side, or smaller than
 # this share of its area, are fragments (labels, text lines, colour bars), not panels.
 FRAGMENT_SIDE_FRACTION = 0.06
@@ -121,7 +124,7 @@ def _crossed_by_thin_line(fg: np.ndarray, start: int, stop: int) -> bool:
         continues = []
         buried = []
         for side in (before, after):
-            if len(side) < reach // 2:
+            if len(side) < min(reach // 2, MIN_SIDE_EVIDENCE):
                 continues.append(False)
                 buried.append(False)
                 continue
