@@ -69,6 +69,25 @@ def test_sub_labels_b1_b4_are_kept():
     assert caption_accepts(["a", "b"])("b3") and not caption_accepts(["a", "b"])("d")
 
 
+def test_a_lone_unlisted_sub_label_is_the_letter_beside_a_tick_value():
+    # "A" printed next to a tick value "40" reads "A4": the caption names no sub-labels and no other panel
+    # carries an A-something, so the label is A. A series (b1, b2) or a listed sub-label stays as read.
+    boxes4 = BOXES3 + [(330, 0, 430, 100)]
+    chosen = choose_labels([[_c("A4")], [_c("B")], [_c("C")], [_c("D1")]], boxes4, ["A", "B", "C", "D"])
+    assert [c.label for c in chosen] == ["A", "B", "C", "D"]
+    chosen = choose_labels([[_c("a")], [_c("b1")], [_c("b2")]], BOXES3, ["a", "b", "c"])
+    assert [c.label for c in chosen] == ["a", "b1", "b2"]
+    chosen = choose_labels([[_c("a")], [_c("b1")], [_c("c")]], BOXES3, ["a", "b", "b1", "c"])
+    assert [c.label for c in chosen] == ["a", "b1", "c"]
+
+
+def test_the_letter_read_alone_beats_the_letter_joined_to_a_digit():
+    # Both readings at the same corner, "C2" a little more confident: the caption names "C", not "C2"
+    # (0.97 x 0.9 closeness x 0.8 for an unlisted sub-label < 0.95 x 0.9).
+    chosen = choose_labels([[_c("B")], [_c("C2", conf=0.97), _c("C")]], BOXES3[:2], ["B", "C"])
+    assert chosen[1].label == "C" and chosen[1].confidence == pytest.approx(0.95 * 0.9)
+
+
 # ---------------------------------------------------------------- with the OCR engine
 
 
