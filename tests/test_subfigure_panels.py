@@ -266,3 +266,29 @@ def test_framed_charts_with_wide_empty_bands_inside_still_split():
             draw.line([x + 20, top + 20, x + 20, top + 60], fill="black")
     gt = [(40, 40, 480, 300), (40, 420, 480, 680)]
     _assert_found(detect_panels(np.asarray(img)), gt)
+
+
+def test_a_hairline_plot_frame_keeps_its_chart_whole():
+    # Two bar charts in 1-px frames on a figure taller than the work size: after the downscale the
+    # frame's top edge is faint. Counted as a gap row it joined the white above the frame to the white
+    # inside it, the frame's sides no longer crossed that band, and the chart fell apart between its bars.
+    img = Image.new("RGB", (1200, 1800), "white")
+    draw = ImageDraw.Draw(img)
+    gt = []
+    for top in (120, 1000):
+        draw.rectangle([90, top, 1180, top + 620], outline=(40, 40, 40), width=1)
+        for x, height, colour in zip((150, 420, 690, 960), (470, 140, 80, 450), ("#3366cc", "#333", "#888", "#c33")):
+            draw.rectangle([x, top + 620 - height, x + 200, top + 620], fill=colour)
+        gt.append((90, top, 1181, top + 621))
+    _assert_found(detect_panels(np.asarray(img)), gt)
+
+
+def test_the_soft_edge_of_a_thick_frame_stays_a_margin():
+    # Synthetic figure 164: nine panels in touching 2-3 px frames under a header line of column titles.
+    # The faint rows beside a solid frame line are that line's margin; taken for a line of their own they
+    # glued the header to the panels and the frames fell apart.
+    from data.subfigure.synthetic import make_figure
+
+    fig = make_figure(164)
+    assert fig.meta["header"] and fig.meta["touching"]
+    _assert_found(detect_panels(fig.image, len(fig.boxes)), fig.boxes)
