@@ -292,3 +292,31 @@ def test_the_soft_edge_of_a_thick_frame_stays_a_margin():
     fig = make_figure(164)
     assert fig.meta["header"] and fig.meta["touching"]
     _assert_found(detect_panels(fig.image, len(fig.boxes)), fig.boxes)
+
+
+def test_a_black_rule_beside_white_page_is_a_separator_line():
+    # Rows 0-40: a chart's white page with ink; 41-47: white margin; 48: a 1 px black rule; 49-99: a photo.
+    # The white margin and the rule are two runs of different colour: the rule alone is the line, with white
+    # page on one side and the photo on the other (taken together, 8 rows, they were too wide for a line).
+    from data.subfigure.seams import separator_lines
+
+    rng = np.random.default_rng(0)
+    gray = np.full((100, 300), 255, np.uint8)
+    gray[5:40, ::7] = 0  # chart ink: no row of the chart is uniform
+    gray[48] = 0
+    gray[49:] = rng.integers(60, 200, (51, 300), dtype=np.uint8)
+    lines = separator_lines(gray, 0)
+    assert np.flatnonzero(lines).tolist() == [48]
+    # A grey rule as light as the page beside it is no rule.
+    gray[48] = 200
+    assert not separator_lines(gray, 0)[48]
+
+
+def test_charts_over_a_row_parted_by_black_rules():
+    # Family-2 dev figure 6120: a wide chart over a photo, a chart and a heat map, parted by 1 px black
+    # rules; a border line down the left edge crosses the white margin under the chart, so only the rules
+    # show the panels.
+    from data.subfigure.realistic2 import make_realistic2_figure
+
+    fig = make_realistic2_figure(6120)
+    _assert_found(detect_panels(fig.image, len(fig.boxes)), fig.boxes)
