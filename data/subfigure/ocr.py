@@ -54,6 +54,8 @@ DETECT_SIDE = 288
 # A window never exceeds this share of its panel's short side.
 WINDOW_PANEL_FRACTION = 0.45
 WINDOW_MIN = 48
+# A second look at a panel whose label was not read uses windows this many times smaller.
+ZOOM = 2.0
 # Share of the window that lies outside the panel's corner.
 OUTSIDE_FRACTION = 0.25
 # Text boxes recognised per window (nearest to the corner first).
@@ -152,11 +154,12 @@ class LabelReader:
     # ------------------------------------------------------------------ windows
 
     @staticmethod
-    def _window(box: Box, corner: str, fig_w: int, fig_h: int, outside: bool = False) -> Box:
-        """The corner window of a panel; ``outside``: reaching beyond the panel's top-left corner."""
+    def _window(box: Box, corner: str, fig_w: int, fig_h: int, outside: bool = False, zoom: float = 1.0) -> Box:
+        """The corner window of a panel; ``outside``: reaching beyond the panel's top-left corner;
+        ``zoom``: a window this many times smaller (its glyphs this many times larger for the detector)."""
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
-        side = max(WINDOW_MIN, WINDOW_FRACTION * min(fig_w, fig_h))
+        side = max(WINDOW_MIN, WINDOW_FRACTION * min(fig_w, fig_h)) / zoom
         side = int(min(side, WINDOW_PANEL_FRACTION * min(w, h) if min(w, h) > 2 * WINDOW_MIN else min(w, h)))
         side = max(8, side)
         out = int(OUTSIDE_FRACTION * side) if outside else 0
@@ -233,7 +236,8 @@ class LabelReader:
         self._recognise_boxes(items, corner, out)
 
     def _read_corner(
-        self, rgb: np.ndarray, boxes: Sequence[Box], corner: str, accept: Callable[[str], bool] | None = None
+        self, rgb: np.ndarray, boxes: Sequence[Box], corner: str, accept: Callable[[str], bool] | None = None,
+        zoom: float = 1.0,
     ) -> list[list[LabelCandidate]]:
         """Candidates per panel at one corner: glyph finder first (cheap), text detector for the rest.
 
@@ -245,7 +249,7 @@ class LabelReader:
         self._min_height = max(4, int(MIN_LABEL_HEIGHT * min(fig_w, fig_h)))
         windows, origins = [], []
         for box in boxes:
-            x0, y0, x1, y1 = self._window(box, corner, fig_w, fig_h)
+            x0, y0, x1, y1 = self._window(box, corner, fig_w, fig_h, zoom=zoom)
             windows.append(rgb[y0:y1, x0:x1])
             origins.append((x0, y0))
         sides = [float(max(window.shape[:2]) or 1) for window in windows]
@@ -258,7 +262,7 @@ class LabelReader:
             self._detector_stage(windows, origins, boxes, corner, out)
             if corner == "tl":
                 again = [k for k, found in enumerate(out) if not any(accept is None or accept(c.label) for c in found)]
-                outer = [self._window(boxes[k], corner, fig_w, fig_h, outside=True) for k in again]
+                outer = [self._window(boxes[k], corner, fig_w, fig_h, outside=True, zoom=zoom) for k in again]
                 again = [(k, w) for k, w in zip(again, outer) if w[:2] != origins[k]]
                 if again:
                     wins = [rgb[w[1] : w[3], w[0] : w[2]] for _, w in again]
@@ -314,6 +318,17 @@ class LabelReader:
                         found[i] = found[i] + readings[corner][i]
         return _prefer_dominant_scheme(found)
 
+
+    def read_closer(
+        self, rgb: np.ndarray, boxes: Sequence[Box], corner: str, accept: Callable[[str], bool] | None = None
+    ) -> list[list[LabelCandidate]]:
+        """Readings at one corner in windows ZOOM times smaller: a second look at panels whose label was
+        not read (a small label, or one on a busy background, is larger in the detector's input)."""
+        rgb = np.asarray(rgb)
+        if not boxes:
+            return []
+        with self._lock:
+            return _keep(self._read_corner(rgb, list(boxes), corner, accept, zoom=ZOOM), accept)
 
     def read_region(
         self, rgb: np.ndarray, box: Box, accept: Callable[[str], bool], min_height: int, max_height: int,
