@@ -1,13 +1,19 @@
 """Benchmark of the subfigure splitter: panels, label OCR, pairing, captions, time per figure.
 
     python bench/eval_subfigure.py                       # writes docs/benchmarks/subfigure.md
-    python bench/eval_subfigure.py --figures 50 --realistic 40 --blind 0 --timing 20 --out /tmp/sub.md
+    python bench/eval_subfigure.py --figures 50 --realistic 40 --blind 0 --realistic2 40 --blind2 0 --timing 20 --out /tmp/sub.md
 
 Realistic figures (issue 11): data/subfigure/realistic.py composes figures the
 way PMC prints them (touching panels, thin separators, spanning cells, charts,
 in-image text, labels or none); dev seeds 0-199 were used while tuning, the
 BLIND seeds 5000-5099 and the blind captions (tests/subfigure_caption_blind.py)
-were written before tuning and are scored by this script only.
+were written before tuning and are scored by this script only. A second
+family (data/subfigure/realistic2.py: micrograph grids with headers, subplot
+grids, radiology on black, irregular layouts, scanner screenshots, blots over
+charts; dev seeds 6000-6199, BLIND 7000-7099) and eight hand-placed figures
+from real images (data/subfigure/handmade.py) were written before the second
+round of tuning. ``--json`` keeps the raw numbers of a run; ``--before`` shows
+an earlier run's numbers next to this one's.
 
 Panels: ImageCLEF 2016 panel-splitting score on synthetic compound figures
 (data/subfigure/synthetic.py, seeds from --seed; the splitter was tuned on
@@ -54,7 +60,9 @@ from data.subfigure.metrics import caption_split_scores, match_panels, panel_spl
 from data.subfigure.labels import caption_accepts, caption_units, choose_labels  # noqa: E402
 from data.subfigure.ocr import get_reader  # noqa: E402
 from data.subfigure.panels import detect_panels  # noqa: E402
+from data.subfigure.handmade import handmade_figures  # noqa: E402
 from data.subfigure.realistic import BLIND_SEEDS, DEV_SEEDS, make_realistic_figure  # noqa: E402
+from data.subfigure.realistic2 import BLIND2_SEEDS, DEV2_SEEDS, make_realistic2_figure  # noqa: E402
 from data.subfigure.synthetic import make_figure  # noqa: E402
 from tests.subfigure_caption_blind import BLIND_CASES  # noqa: E402
 from tests.subfigure_caption_cases import CASES  # noqa: E402
@@ -98,6 +106,15 @@ def _realistic_categories(fig) -> list[str]:
         f"labels: {meta['label_place']}",
         f"charts: {'none' if meta['charts'] == 0 else ('all' if meta['charts'] == meta['panels'] else 'some')}",
     ]
+
+
+def _family2_categories(fig) -> list[str]:
+    meta = fig.meta
+    return [f"family: {meta['family']}", f"labels: {meta['label_place']}", f"separator: {meta['separator']}"]
+
+
+def _handmade_categories(fig) -> list[str]:
+    return [fig.meta["name"]]
 
 
 def evaluate_figures(figures, categories) -> dict:
@@ -233,89 +250,95 @@ def evaluate_timing(n: int, seed: int) -> dict:
     return {"n": n, "wall": stats(wall), "cpu": stats(cpu), "panels": stats(detect), "ocr": stats(ocr)}
 
 
-def _mark(value: float, goal: float, higher_is_better: bool = True) -> str:
-    ok = value >= goal if higher_is_better else value <= goal
-    return "met" if ok else "**not met**"
+FIGURE_SETS = ("synthetic", "realistic dev", "realistic BLIND", "family-2 dev", "family-2 BLIND", "hand-placed")
 
 
-def _figure_rows(name: str, fig: dict) -> list[str]:
+def _arrow(before: float | None, now: float, fmt: str = "{:.3f}") -> str:
+    """'0.859 -> 0.901' when an earlier value is known, else the value."""
+    return fmt.format(now) if before is None else f"{fmt.format(before)} -> {fmt.format(now)}"
+
+
+def _seeds(seeds: range, n: int) -> str:
+    return f"{seeds.start}..{seeds.start + n - 1}" if n else "not run"
+
+
+def _figure_rows(name: str, fig: dict, before: dict | None) -> list[str]:
+    def b(key):
+        return before.get(key) if before else None
+
     p = fig["pairs"]
     precision = p["correct"] / max(1, p["emitted"])
     recall = p["correct"] / max(1, p["gt_panels"])
     false_n, false_d = fig["false_labels"]
+    false_before = f"{before['false_labels'][0]} -> " if before else ""
     return [
-        f"| {name} | {fig['n']} | {fig['panel']:.3f} | {fig['panel_nocap']:.3f} | {fig['ocr_gt']:.3f} ({fig['ocr_gt_n']}) | "
-        f"{fig['e2e']:.3f} | {fig['e2e_nocap']:.3f} | {false_n}/{false_d} | {p['split']} | {precision:.3f} | {recall:.3f} |"
+        f"| {name} | {fig['n']} | {_arrow(b('panel'), fig['panel'])} | {_arrow(b('panel_nocap'), fig['panel_nocap'])} | "
+        f"{_arrow(b('e2e'), fig['e2e'])} | {_arrow(b('e2e_nocap'), fig['e2e_nocap'])} | "
+        f"{_arrow(b('ocr_gt'), fig['ocr_gt'])} ({fig['ocr_gt_n']}) | {false_before}{false_n}/{false_d} | "
+        f"{p['split']} | {precision:.3f} | {recall:.3f} |"
     ]
 
 
-def render(synth: dict, real: dict, blind: dict | None, cap: dict, timing: dict, args, pinned: str, seconds: float,
-           load: str) -> str:
+def render(figs: dict, cap: dict, timing: dict, args, pinned: str, seconds: float, load: str,
+           before: dict | None) -> str:
     hand = cap["all hand-written (dev, heldout, heldout2, dev11)"]
     bcap = cap["BLIND (issue 11)"]
-    dev11 = cap["dev11"]
-    b = blind or {}
-    bpanel = f"{b['panel']:.3f}" if blind else "not run"
-    blabel = f"{b['e2e']:.3f}" if blind else "not run"
+    prior = (before or {}).get("figures", {})
     lines = [
         "# Subfigure splitter benchmark",
         "",
         f"Command: `python bench/eval_subfigure.py --figures {args.figures} --seed {args.seed} --realistic {args.realistic} "
-        f"--blind {args.blind} --timing {args.timing}`  ",
+        f"--blind {args.blind} --realistic2 {args.realistic2} --blind2 {args.blind2} --timing {args.timing}"
+        + (f" --before {args.before}" if args.before else "") + "`  ",
         f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, shared with other sessions while measured "
         f"(load average {load} at the start), so wall times are inflated; timing {pinned}, 1 thread, and CPU time "
         f"(process time) is reported next to wall time. Python {platform.python_version()}. Benchmark wall time {seconds:.0f} s.",
         "",
-        "## Summary: the four scores of issue 11",
+        "## Figure sets",
         "",
-        "Earlier = the splitter before issue 11 (its own synthetic benchmark, and the real held-out PMC sets that others "
-        "measured; those sets are not in this repository and are re-measured by others). Now = this code on our sets. "
-        "Label accuracy is end to end: the splitter's own panels, the caption's labels passed in, a missed panel counts as wrong.",
+        f"* synthetic: `data/subfigure/synthetic.py`, seeds {args.seed}..{args.seed + args.figures - 1} (tuned on 0-199).",
+        f"* realistic dev / BLIND: `data/subfigure/realistic.py`, seeds {_seeds(DEV_SEEDS, args.realistic)} (tuned on) / "
+        f"{_seeds(BLIND_SEEDS, args.blind)} (written before the first round of tuning).",
+        f"* family-2 dev / BLIND: `data/subfigure/realistic2.py` (micrograph grids with headers, matplotlib subplot grids, "
+        f"radiology on black, irregular layouts, scanner screenshots, blots over charts), seeds "
+        f"{_seeds(DEV2_SEEDS, args.realistic2)} (tuned on) / {_seeds(BLIND2_SEEDS, args.blind2)} (generator and seeds "
+        "committed before the second round of tuning, scored by this script only).",
+        "* hand-placed: `data/subfigure/handmade.py`, 8 figures laid out by hand from real images shipped in packages "
+        "(written with family 2, scored by this script only).",
         "",
-        "| score | earlier, synthetic | earlier, real held-out | now, synthetic | now, realistic dev | now, BLIND | goal |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| panel ImageCLEF score | 0.886 | 0.745 | {synth['panel']:.3f} | {real['panel']:.3f} | {bpanel} | >= {GOALS['panel']} |",
-        f"| label accuracy | 0.947 (true boxes) | 0.577 | {synth['e2e']:.3f} ({synth['ocr_gt']:.3f} true boxes) | "
-        f"{real['e2e']:.3f} ({real['ocr_gt']:.3f} true boxes) | {blabel}"
-        + (f" ({b['ocr_gt']:.3f} true boxes)" if blind else "") + f" | >= {GOALS['ocr']} |",
-        f"| caption label-set exact | 1.000 | 0.691 / 0.740 | {hand[1]:.3f} (all {hand[0]} hand-written) | {dev11[1]:.3f} (dev11) | "
-        f"{bcap[1]:.3f} ({bcap[0]} blind captions) | >= {GOALS['caption_exact']} |",
-        f"| caption token F1 | 0.997 | 0.668 / 0.779 | {hand[2]:.3f} | {dev11[2]:.3f} | {bcap[2]:.3f} | >= {GOALS['caption_f1']} |",
-        f"| time per figure, median, 1 core | 0.213 s | | CPU {timing['cpu'][0]:.3f} s, wall {timing['wall'][0]:.3f} s "
-        f"({timing['n']} figures, half realistic) | | | <= {GOALS['median_s']} s |",
+        "## Scores",
         "",
-        "## Figures",
+        "\"caption\": `split_figure(image, labels=caption labels)`, as `split_dataset` runs it. \"no caption\": "
+        "`split_figure(image)`. Label accuracy end to end: the splitter's own panels; a ground-truth panel with a "
+        "printed label counts as right only when a predicted panel hits it (ImageCLEF overlap) and carries that "
+        "label. True boxes: the reader and chooser given the ground-truth boxes (with the caption). "
+        + ("`a -> b`: before (" + before.get("label", "earlier run") + ") -> now. " if before else "")
+        + "Pairs: precision = emitted (crop, subcaption) pairs whose crop hits the ground-truth panel of that label; "
+        "recall = correct pairs / all ground-truth panels (figures kept whole give none).",
         "",
-        "Synthetic: `data/subfigure/synthetic.py`, seeds "
-        f"{args.seed}..{args.seed + args.figures - 1} (the splitter was tuned on seeds 0-199). Realistic dev: "
-        "`data/subfigure/realistic.py` seeds "
-        f"{DEV_SEEDS.start}..{DEV_SEEDS.start + args.realistic - 1} (tuned on). BLIND: realistic seeds "
-        f"{BLIND_SEEDS.start}..{BLIND_SEEDS.start + args.blind - 1}, generator committed before tuning, scored here only.",
+        f"Goals (issue 11, on real figures): panel score >= {GOALS['panel']}, label accuracy >= {GOALS['ocr']}.",
         "",
-        "| set | figures | panel score (caption) | panel score (no caption) | label acc., true boxes (labels) | "
-        "label acc. end to end (caption) | label acc. end to end (no caption) | false labels on unlabelled panels | "
+        "| set | figures | panel score (caption) | panel score (no caption) | label acc. end to end (caption) | "
+        "label acc. end to end (no caption) | label acc., true boxes (labels) | false labels on unlabelled panels | "
         "figures split | pair precision | pair recall |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    lines += _figure_rows("synthetic", synth)
-    lines += _figure_rows("realistic dev", real)
-    if blind:
-        lines += _figure_rows("realistic BLIND", blind)
+    for name, res in figs.items():
+        lines += _figure_rows(name, res, prior.get(name))
     lines += [
         "",
-        "\"caption\": `split_figure(image, labels=caption labels)`, as `split_dataset` runs it (the caption's panel count "
-        "chooses between cuts, missing labels seed cuts, only labels the caption names are read). \"no caption\": "
-        "`split_figure(image)`. Pairs: precision = emitted (crop, subcaption) pairs whose crop hits the ground-truth panel "
-        "of that label; recall = correct pairs / all ground-truth panels (figures kept whole give none).",
+        "Earlier measurements by others on the real held-out PMC sets (not in this repository): panel score 0.745, "
+        "label accuracy 0.577 (17 figures, 81 panels), before issue 11.",
         "",
         "## Panel score by category (with the caption)",
         "",
         "| set | category | figures | ImageCLEF score |",
         "| --- | --- | --- | --- |",
     ]
-    for name, res in (("synthetic", synth), ("realistic dev", real)) + ((("BLIND", blind),) if blind else ()):
+    for name, res in figs.items():
         for key, (n, score) in res["by_category"].items():
-            lines.append(f"| {name} | {key} | {n} | {score:.3f} |")
+            old = prior.get(name, {}).get("by_category", {}).get(key)
+            lines.append(f"| {name} | {key} | {n} | {_arrow(old[1] if old else None, score)} |")
     lines += [
         "",
         "## Captions by set",
@@ -330,16 +353,27 @@ def render(synth: dict, real: dict, blind: dict | None, cap: dict, timing: dict,
         "`dev`, `heldout`, `heldout2`: the cases of issue 5 (see tests/subfigure_caption_cases.py; three A1/A2 cases "
         "were re-labelled to issue 11's convention, sub-labels fold into their panel). `dev11`: the failure classes of "
         "issue 11, written while changing the splitter. `BLIND`: tests/subfigure_caption_blind.py, committed before any "
-        "change and scored here only.",
+        f"change and scored here only. Goals: label-set exact >= {GOALS['caption_exact']}, token F1 >= {GOALS['caption_f1']} "
+        f"(all hand-written: {hand[1]:.3f} / {hand[2]:.3f}; blind: {bcap[1]:.3f} / {bcap[2]:.3f}).",
         "",
         "## Time per figure (1 core, 1 thread)",
         "",
+    ]
+    bt = (before or {}).get("timing")
+    lines += [
+        f"{timing['n']} figures, half synthetic, half realistic dev; the whole per-figure job of `split_dataset`. "
+        f"Goal: median <= {GOALS['median_s']} s."
+        + (" `a -> b`: before -> now, both measured under the load stated for their run." if bt else ""),
+        "",
         "| stage | median | p95 |",
         "| --- | --- | --- |",
-        f"| whole job, CPU time (decode, caption, panels, OCR, align, write crops) | {timing['cpu'][0]:.3f} s | {timing['cpu'][1]:.3f} s |",
-        f"| whole job, wall time (inflated by the machine's load) | {timing['wall'][0]:.3f} s | {timing['wall'][1]:.3f} s |",
-        f"| panel detection, CPU | {timing['panels'][0]:.3f} s | {timing['panels'][1]:.3f} s |",
-        f"| label OCR at the corners, CPU | {timing['ocr'][0]:.3f} s | {timing['ocr'][1]:.3f} s |",
+    ]
+    for key, text in (("cpu", "whole job, CPU time (decode, caption, panels, OCR, align, write crops)"),
+                      ("wall", "whole job, wall time (inflated by the machine's load)"),
+                      ("panels", "panel detection, CPU"), ("ocr", "label OCR at the corners, CPU")):
+        lines.append(f"| {text} | {_arrow(bt[key][0] if bt else None, timing[key][0], '{:.3f} s')} | "
+                     f"{_arrow(bt[key][1] if bt else None, timing[key][1], '{:.3f} s')} |")
+    lines += [
         "",
         "Every timed caption is compound, so every figure pays for panel detection and OCR; a figure whose caption names "
         "no panels is only decoded and linked.",
@@ -354,33 +388,48 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1000, help="first synthetic seed (tuning used 0-199)")
     parser.add_argument("--realistic", type=int, default=200, help="realistic dev figures (seeds 0..)")
     parser.add_argument("--blind", type=int, default=100, help="BLIND realistic figures (seeds 5000..); 0 skips them")
+    parser.add_argument("--realistic2", type=int, default=200, help="family-2 dev figures (seeds 6000..)")
+    parser.add_argument("--blind2", type=int, default=100, help="family-2 BLIND figures (seeds 7000..); 0 skips them")
+    parser.add_argument("--no_handmade", action="store_true", help="skip the 8 hand-placed figures")
     parser.add_argument("--timing", type=int, default=60, help="figures for the timing run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "subfigure.md"))
     parser.add_argument("--json", default=None, help="also write the raw numbers here")
+    parser.add_argument("--label", default="", help="what this run measures (stored in --json, shown by --before)")
+    parser.add_argument("--before", default=None, help="raw numbers of an earlier run (--json) to show side by side")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
+    before = json.loads(Path(args.before).read_text()) if args.before else None
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
     started = time.perf_counter()
     pinned = _pin_one_core()
     cap = evaluate_captions()
-    synth = evaluate_figures((make_figure(s) for s in range(args.seed, args.seed + args.figures)), _synthetic_categories)
-    real = evaluate_figures(
-        (make_realistic_figure(s) for s in list(DEV_SEEDS)[: args.realistic]), _realistic_categories
-    )
-    blind = (
-        evaluate_figures((make_realistic_figure(s) for s in list(BLIND_SEEDS)[: args.blind]), _realistic_categories)
-        if args.blind else None
-    )
+    plan = [
+        ("synthetic", lambda: (make_figure(s) for s in range(args.seed, args.seed + args.figures)), _synthetic_categories,
+         args.figures),
+        ("realistic dev", lambda: (make_realistic_figure(s) for s in list(DEV_SEEDS)[: args.realistic]),
+         _realistic_categories, args.realistic),
+        ("realistic BLIND", lambda: (make_realistic_figure(s) for s in list(BLIND_SEEDS)[: args.blind]),
+         _realistic_categories, args.blind),
+        ("family-2 dev", lambda: (make_realistic2_figure(s) for s in list(DEV2_SEEDS)[: args.realistic2]),
+         _family2_categories, args.realistic2),
+        ("family-2 BLIND", lambda: (make_realistic2_figure(s) for s in list(BLIND2_SEEDS)[: args.blind2]),
+         _family2_categories, args.blind2),
+        ("hand-placed", handmade_figures, _handmade_categories, 0 if args.no_handmade else 8),
+    ]
+    figs = {}
+    for name, figures, categories, count in plan:
+        if count:
+            figs[name] = evaluate_figures(figures(), categories)
+            print(name, {k: v for k, v in figs[name].items() if k != "by_category"}, flush=True)
     timing = evaluate_timing(args.timing, args.seed)
-    text = render(synth, real, blind, cap, timing, args, pinned, time.perf_counter() - started, load)
+    text = render(figs, cap, timing, args, pinned, time.perf_counter() - started, load, before)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"synthetic": synth, "realistic": real, "blind": blind, "captions": cap, "timing": timing}, indent=1)
-        )
+        Path(args.json).write_text(json.dumps(
+            {"label": args.label, "load": load, "figures": figs, "captions": cap, "timing": timing}, indent=1))
     return 0
 
 

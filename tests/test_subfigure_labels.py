@@ -69,6 +69,25 @@ def test_sub_labels_b1_b4_are_kept():
     assert caption_accepts(["a", "b"])("b3") and not caption_accepts(["a", "b"])("d")
 
 
+def test_a_lone_unlisted_sub_label_is_the_letter_beside_a_tick_value():
+    # "A" printed next to a tick value "40" reads "A4": the caption names no sub-labels and no other panel
+    # carries an A-something, so the label is A. A series (b1, b2) or a listed sub-label stays as read.
+    boxes4 = BOXES3 + [(330, 0, 430, 100)]
+    chosen = choose_labels([[_c("A4")], [_c("B")], [_c("C")], [_c("D1")]], boxes4, ["A", "B", "C", "D"])
+    assert [c.label for c in chosen] == ["A", "B", "C", "D"]
+    chosen = choose_labels([[_c("a")], [_c("b1")], [_c("b2")]], BOXES3, ["a", "b", "c"])
+    assert [c.label for c in chosen] == ["a", "b1", "b2"]
+    chosen = choose_labels([[_c("a")], [_c("b1")], [_c("c")]], BOXES3, ["a", "b", "b1", "c"])
+    assert [c.label for c in chosen] == ["a", "b1", "c"]
+
+
+def test_the_letter_read_alone_beats_the_letter_joined_to_a_digit():
+    # Both readings at the same corner, "C2" a little more confident: the caption names "C", not "C2"
+    # (0.97 x 0.9 closeness x 0.8 for an unlisted sub-label < 0.95 x 0.9).
+    chosen = choose_labels([[_c("B")], [_c("C2", conf=0.97), _c("C")]], BOXES3[:2], ["B", "C"])
+    assert chosen[1].label == "C" and chosen[1].confidence == pytest.approx(0.95 * 0.9)
+
+
 # ---------------------------------------------------------------- with the OCR engine
 
 
@@ -132,3 +151,41 @@ def test_realistic_generator_is_deterministic_and_consistent():
     assert all(0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h for x0, y0, x1, y1 in a.boxes)
     assert len(a.labels) == len(a.boxes) == len(a.caption_labels)
     assert {label.lower() for label in a.caption_labels} == {label.lower() for label in a.expected_caption_labels}
+
+
+class _CloserReader:
+    """A stand-in for the OCR engine's second look: records what it was asked, answers from a table."""
+
+    def __init__(self, answers):
+        self.answers, self.asked = answers, []
+
+    def read_closer(self, rgb, boxes, corner, accept):
+        self.asked.append((list(boxes), corner))
+        return [[c for c in self.answers.get(box, []) if accept is None or accept(c.label)] for box in boxes]
+
+
+def test_a_second_closer_look_reads_labels_the_first_missed():
+    from data.subfigure.figure import _second_look
+
+    units = ["A", "B", "C"]
+    readings = [[_c("A")], [], [_c("C")]]
+    chosen = choose_labels(readings, BOXES3, units)
+    assert [c and c.label for c in chosen] == ["A", None, "C"]
+    reader = _CloserReader({BOXES3[1]: [_c("B", conf=0.9, dist=0.2), _c("x")]})
+    again = _second_look(None, BOXES3, readings, chosen, units, reader, caption_accepts(units))
+    assert [c.label for c in again] == ["A", "B", "C"]
+    assert reader.asked == [([BOXES3[1]], "tl")]  # only the unlabelled panel, at the others' corner
+    assert again[1].confidence == pytest.approx(0.9 * 0.8)
+    # Nothing missing: no second look.
+    idle = _CloserReader({})
+    full = choose_labels([[_c("A")], [_c("B")], [_c("C")]], BOXES3, units)
+    assert _second_look(None, BOXES3, readings, full, units, idle, caption_accepts(units)) == full
+    assert idle.asked == []
+
+
+def test_labels_missed_at_first_are_read_end_to_end():
+    # Realistic dev figures 72 and 104: the first look at the corners missed one label of each (F; B).
+    for seed in (72, 104):
+        fig = make_realistic_figure(seed)
+        panels = split_figure(fig.image, labels=list(fig.caption_labels))
+        assert [p.label for p in panels] == fig.labels, seed

@@ -118,3 +118,25 @@ def test_unknown_backend_is_an_error():
 
     with pytest.raises(OCRUnavailable):
         LabelReader(backend="nonsense")
+
+
+def test_a_label_just_outside_the_panel_box_is_read():
+    # The cutter may leave a label printed in the gutter (or beside an axis title) out of the panel box:
+    # the top-left window reaches beyond the corner when nothing the caption names is found inside.
+    from data.subfigure.ocr import get_reader
+
+    rng = np.random.default_rng(3)
+    img = np.full((600, 1000, 3), 255, np.uint8)  # corner windows of 0.16 x 600 = 96 px, 24 px beyond the corner
+    boxes = [(30, 30, 480, 580), (520, 30, 970, 580)]
+    for x0, y0, x1, y1 in boxes:
+        img[y0:y1, x0:x1] = rng.integers(20, 90, (y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    pil = Image.fromarray(img)
+    draw = ImageDraw.Draw(pil)
+    font = _font(20)
+    for (x0, y0, _, _), label in zip(boxes, "AB"):
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        draw.text((x0 - 3 - right, y0 - 3 - bottom), label, fill="black", font=font)  # ends 3 px above-left
+    found = get_reader().read(np.asarray(pil), boxes, lambda t: t in ("A", "B"))
+    assert [c[0].label if c else None for c in found] == ["A", "B"]
+    # Outside the corner, so farther than a label printed inside (about 0.05 of a window side there).
+    assert all(0.2 < c[0].distance < 0.9 for c in found)

@@ -251,3 +251,72 @@ def test_reading_order_by_columns():
     boxes = [(0, 0, 10, 10), (20, 0, 30, 10), (0, 20, 10, 30), (20, 20, 30, 30)]
     assert reading_order(boxes) == [0, 1, 2, 3]
     assert reading_order(boxes, by_columns=True) == [0, 2, 1, 3]
+
+
+def test_framed_charts_with_wide_empty_bands_inside_still_split():
+    # Two box plots, one above the other, each in a plot frame with a wide empty band between its
+    # boxes: the frame's top and bottom lines cross that band from side to side, which marks it as
+    # chart interior (not a gutter) even though the band leaves little room beside it.
+    img = Image.new("RGB", (500, 700), "white")
+    draw = ImageDraw.Draw(img)
+    for top in (40, 420):
+        draw.rectangle([40, top, 479, top + 259], outline="black")
+        for x in (80, 400):
+            draw.rectangle([x, top + 60, x + 40, top + 200], outline="black", width=2)
+            draw.line([x + 20, top + 20, x + 20, top + 60], fill="black")
+    gt = [(40, 40, 480, 300), (40, 420, 480, 680)]
+    _assert_found(detect_panels(np.asarray(img)), gt)
+
+
+def test_a_hairline_plot_frame_keeps_its_chart_whole():
+    # Two bar charts in 1-px frames on a figure taller than the work size: after the downscale the
+    # frame's top edge is faint. Counted as a gap row it joined the white above the frame to the white
+    # inside it, the frame's sides no longer crossed that band, and the chart fell apart between its bars.
+    img = Image.new("RGB", (1200, 1800), "white")
+    draw = ImageDraw.Draw(img)
+    gt = []
+    for top in (120, 1000):
+        draw.rectangle([90, top, 1180, top + 620], outline=(40, 40, 40), width=1)
+        for x, height, colour in zip((150, 420, 690, 960), (470, 140, 80, 450), ("#3366cc", "#333", "#888", "#c33")):
+            draw.rectangle([x, top + 620 - height, x + 200, top + 620], fill=colour)
+        gt.append((90, top, 1181, top + 621))
+    _assert_found(detect_panels(np.asarray(img)), gt)
+
+
+def test_the_soft_edge_of_a_thick_frame_stays_a_margin():
+    # Synthetic figure 164: nine panels in touching 2-3 px frames under a header line of column titles.
+    # The faint rows beside a solid frame line are that line's margin; taken for a line of their own they
+    # glued the header to the panels and the frames fell apart.
+    from data.subfigure.synthetic import make_figure
+
+    fig = make_figure(164)
+    assert fig.meta["header"] and fig.meta["touching"]
+    _assert_found(detect_panels(fig.image, len(fig.boxes)), fig.boxes)
+
+
+def test_a_black_rule_beside_white_page_is_a_separator_line():
+    # Rows 0-40: a chart's white page with ink; 41-47: white margin; 48: a 1 px black rule; 49-99: a photo.
+    # The white margin and the rule are two runs of different colour: the rule alone is the line, with white
+    # page on one side and the photo on the other (taken together, 8 rows, they were too wide for a line).
+    from data.subfigure.seams import separator_lines
+
+    rng = np.random.default_rng(0)
+    gray = np.full((100, 300), 255, np.uint8)
+    gray[5:40, ::7] = 0  # chart ink: no row of the chart is uniform
+    gray[48] = 0
+    gray[49:] = rng.integers(60, 200, (51, 300), dtype=np.uint8)
+    lines = separator_lines(gray, 0)
+    assert np.flatnonzero(lines).tolist() == [48]
+    # A grey rule as light as the page beside it is no rule.
+    gray[48] = 200
+    assert not separator_lines(gray, 0)[48]
+
+
+def test_charts_over_a_row_parted_by_black_rules():
+    # Family-2 dev figure 6120: a wide chart over a photo, a chart and a heat map, parted by 1 px black
+    # rules; a border line down the left edge crosses the white margin under the chart, so only the rules
+    # show the panels.
+    from data.subfigure.realistic2 import make_realistic2_figure
+
+    fig = make_realistic2_figure(6120)
+    _assert_found(detect_panels(fig.image, len(fig.boxes)), fig.boxes)

@@ -72,10 +72,32 @@ def split_figure(
             chosen = choose_labels(readings, boxes, seeds_for if not labels else labels)
     if len(boxes) < 2:
         return [Panel(box, None, 0.0) for box in boxes]
+    if labels:
+        chosen = _second_look(rgb, boxes, readings, chosen, labels, reader, accept)
     return [
         Panel(box, pick.label if pick else None, pick.confidence if pick else 0.0, (pick,) if pick else ())
         for box, pick in zip(boxes, chosen)
     ]
+
+
+def _second_look(
+    rgb: np.ndarray, boxes: Sequence[Box], readings: list[list[LabelCandidate]],
+    chosen: list[LabelCandidate | None], labels: Sequence[str], reader, accept,
+) -> list[LabelCandidate | None]:
+    """Panels left without a label while the caption names labels not yet found are read again, closer,
+    at the corner where the other labels were found (top left when none was)."""
+    found = {c.label.lower() for c in chosen if c is not None}
+    if all(c is not None for c in chosen) or not any(u.lower() not in found for u in labels):
+        return chosen
+    missing = [i for i, c in enumerate(chosen) if c is None]
+    corners = Counter(c.corner for c in chosen if c is not None).most_common(1)
+    closer = reader.read_closer(rgb, [boxes[i] for i in missing], corners[0][0] if corners else "tl", accept)
+    if not any(closer):
+        return chosen
+    readings = list(readings)
+    for i, more in zip(missing, closer):
+        readings[i] = readings[i] + more
+    return choose_labels(readings, boxes, labels)
 
 
 def _expected_panels(units: Sequence[str]) -> int:

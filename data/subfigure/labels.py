@@ -34,6 +34,9 @@ Box = tuple[int, int, int, int]
 
 # Evidence below this (confidence x closeness x match) does not make a label.
 MIN_LABEL_EVIDENCE = 0.2
+# A sub-label the caption does not list ("C2" under "(C) ...") is often the letter joined to a tick
+# value beside it: it counts less than the letter read alone at the same place.
+UNLISTED_SUB_LABEL_MATCH = 0.8
 
 
 def caption_units(subcaptions: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
@@ -56,7 +59,7 @@ def _unit_match(read: str, units: Sequence[str]) -> tuple[int, float, str] | Non
     if len(read) > 1 and read[0].isalpha() and read[1:].isdigit():
         for i, u in enumerate(units):
             if len(u) == 1 and labels_equivalent(read[0], u) == 1.0:
-                return i, 1.0, u + read[1:]
+                return i, UNLISTED_SUB_LABEL_MATCH, u + read[1:]
     return None
 
 
@@ -137,9 +140,33 @@ def choose_labels(
     row_total, row_choice = _best_increasing(options)
     columns = reading_order(list(boxes), by_columns=True)
     col_total, col_choice = _best_increasing([options[i] for i in columns])
+    chosen: list[LabelCandidate | None] = row_choice
     if col_total > row_total + 1e-9:
-        chosen: list[LabelCandidate | None] = [None] * len(boxes)
+        chosen = [None] * len(boxes)
         for position, i in enumerate(columns):
             chosen[i] = col_choice[position]
-        return chosen
-    return row_choice
+    return _lone_sub_labels_to_letters(chosen, units)
+
+
+def _lone_sub_labels_to_letters(
+    chosen: list[LabelCandidate | None], units: Sequence[str] | None
+) -> list[LabelCandidate | None]:
+    """A sub-label that the caption does not list and that no other panel shares the letter of ("A4"
+    beside "B", "C") is the panel's letter joined to a tick value or number printed next to it: keep the
+    letter. Sub-labels in a series (b1, b2 under a caption naming only "b") stay."""
+    listed = {u.lower() for u in units or ()}
+
+    def letter(c: LabelCandidate | None) -> str | None:
+        if c is None or len(c.label) < 2 or not c.label[0].isalpha() or not c.label[1:].isdigit():
+            return None
+        return c.label[0].lower()
+
+    counts: dict[str, int] = {}
+    for c in chosen:
+        if letter(c) is not None:
+            counts[letter(c)] = counts.get(letter(c), 0) + 1
+    return [
+        replace(c, label=c.label[0]) if letter(c) is not None and counts[letter(c)] == 1
+        and c.label.lower() not in listed else c
+        for c in chosen
+    ]

@@ -54,6 +54,10 @@ DETECT_SIDE = 288
 # A window never exceeds this share of its panel's short side.
 WINDOW_PANEL_FRACTION = 0.45
 WINDOW_MIN = 48
+# A second look at a panel whose label was not read uses windows this many times smaller.
+ZOOM = 2.0
+# Share of the window that lies outside the panel's corner.
+OUTSIDE_FRACTION = 0.25
 # Text boxes recognised per window (nearest to the corner first).
 CANDIDATES_PER_WINDOW = 4
 # Labels are at least this share of the figure's short side tall (tick values and units are smaller).
@@ -150,15 +154,18 @@ class LabelReader:
     # ------------------------------------------------------------------ windows
 
     @staticmethod
-    def _window(box: Box, corner: str, fig_w: int, fig_h: int) -> Box:
+    def _window(box: Box, corner: str, fig_w: int, fig_h: int, outside: bool = False, zoom: float = 1.0) -> Box:
+        """The corner window of a panel; ``outside``: reaching beyond the panel's top-left corner;
+        ``zoom``: a window this many times smaller (its glyphs this many times larger for the detector)."""
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
-        side = max(WINDOW_MIN, WINDOW_FRACTION * min(fig_w, fig_h))
+        side = max(WINDOW_MIN, WINDOW_FRACTION * min(fig_w, fig_h)) / zoom
         side = int(min(side, WINDOW_PANEL_FRACTION * min(w, h) if min(w, h) > 2 * WINDOW_MIN else min(w, h)))
         side = max(8, side)
-        left = x0 if corner in ("tl", "bl") else x1 - side
-        top = y0 if corner in ("tl", "tr") else y1 - side
-        return (max(0, left), max(0, top), min(fig_w, left + side), min(fig_h, top + side))
+        out = int(OUTSIDE_FRACTION * side) if outside else 0
+        left, right = (x0 - out, x0 + side) if corner in ("tl", "bl") else (x1 - side, x1)
+        top, bottom = (y0 - out, y0 + side) if corner in ("tl", "tr") else (y1 - side, y1)
+        return (max(0, left), max(0, top), min(fig_w, right), min(fig_h, bottom))
 
     def _detect(self, window: np.ndarray) -> list[Box]:
         """Text boxes in a window (window coordinates), nearest-first is up to the caller."""
@@ -185,20 +192,22 @@ class LabelReader:
             if label is not None:
                 out[k].append(LabelCandidate(label, score, corner, dist, where))
 
-    def _glyph_stage(self, windows: list[np.ndarray], origins: list[tuple[int, int]], corner: str,
-                     out: list[list[LabelCandidate]]) -> None:
+    def _glyph_stage(self, windows: list[np.ndarray], origins: list[tuple[int, int]], boxes: Sequence[Box],
+                     corner: str, out: list[list[LabelCandidate]]) -> None:
         items = []
         for k, window in enumerate(windows):
             ox, oy = origins[k]
             groups = [g for g in find_glyph_groups(window, corner) if g[1][3] - g[1][1] >= self._min_height]
+            # Nearest to the panel's corner first (the window may reach beyond it).
+            groups.sort(key=lambda g: _corner_distance(_shift(g[1], ox, oy), boxes[k], corner))
             for dist, (gx0, gy0, gx1, gy1) in groups[:CANDIDATES_PER_WINDOW]:
                 pad = max(2, (gy1 - gy0) // 4)
                 crop = window[max(0, gy0 - pad) : gy1 + pad, max(0, gx0 - pad) : gx1 + pad]
                 items.append((k, dist, crop, (ox + gx0, oy + gy0, ox + gx1, oy + gy1)))
         self._recognise_boxes(items, corner, out)
 
-    def _detector_stage(self, windows: list[np.ndarray], origins: list[tuple[int, int]], corner: str,
-                        out: list[list[LabelCandidate]]) -> None:
+    def _detector_stage(self, windows: list[np.ndarray], origins: list[tuple[int, int]], boxes: Sequence[Box],
+                        corner: str, out: list[list[LabelCandidate]]) -> None:
         items = []
         for k, window in enumerate(windows):
             ox, oy = origins[k]
@@ -215,9 +224,8 @@ class LabelReader:
                     continue
                 if bh / scale < self._min_height:  # tick values and units are set smaller than labels
                     continue
-                cx = bx0 if corner in ("tl", "bl") else resized.shape[1] - bx1
-                cy = by0 if corner in ("tl", "tr") else resized.shape[0] - by1
-                ranked.append((float(np.hypot(cx, cy)) / side, (bx0, by0, bx1, by1)))
+                where = tuple(int(round(v / scale)) + o for v, o in zip((bx0, by0, bx1, by1), (ox, oy, ox, oy)))
+                ranked.append((_corner_distance(where, boxes[k], corner) * scale / side, (bx0, by0, bx1, by1)))
             ranked.sort()
             for dist, (bx0, by0, bx1, by1) in ranked[:CANDIDATES_PER_WINDOW]:
                 pad = max(2, (by1 - by0) // 5)
@@ -227,26 +235,46 @@ class LabelReader:
                     items.append((k, dist, crop, where))
         self._recognise_boxes(items, corner, out)
 
-    def _read_corner(self, rgb: np.ndarray, boxes: Sequence[Box], corner: str) -> list[list[LabelCandidate]]:
-        """Candidates per panel at one corner: glyph finder first (cheap), text detector for the rest."""
+    def _read_corner(
+        self, rgb: np.ndarray, boxes: Sequence[Box], corner: str, accept: Callable[[str], bool] | None = None,
+        zoom: float = 1.0,
+    ) -> list[list[LabelCandidate]]:
+        """Candidates per panel at one corner: glyph finder first (cheap), text detector for the rest.
+
+        At the top left, a panel with no acceptable reading is read again in a window reaching beyond its
+        corner: a label printed in the gutter, or beside an axis title the cutter left out of the panel,
+        sits just outside the box. (Beyond the other corners lie the next panels' top-left labels.)
+        """
         fig_h, fig_w = rgb.shape[:2]
         self._min_height = max(4, int(MIN_LABEL_HEIGHT * min(fig_w, fig_h)))
         windows, origins = [], []
         for box in boxes:
-            x0, y0, x1, y1 = self._window(box, corner, fig_w, fig_h)
+            x0, y0, x1, y1 = self._window(box, corner, fig_w, fig_h, zoom=zoom)
             windows.append(rgb[y0:y1, x0:x1])
             origins.append((x0, y0))
+        sides = [float(max(window.shape[:2]) or 1) for window in windows]
         out: list[list[LabelCandidate]] = [[] for _ in boxes]
         if self.backend == "tesseract":
             for k, window in enumerate(windows):
                 out[k] = _tesseract_window(window, corner)
         else:
-            self._glyph_stage(windows, origins, corner, out)
-            self._detector_stage(windows, origins, corner, out)
-            # Distances from the panel's own corner, in window sides.
+            self._glyph_stage(windows, origins, boxes, corner, out)
+            self._detector_stage(windows, origins, boxes, corner, out)
+            if corner == "tl":
+                again = [k for k, found in enumerate(out) if not any(accept is None or accept(c.label) for c in found)]
+                outer = [self._window(boxes[k], corner, fig_w, fig_h, outside=True, zoom=zoom) for k in again]
+                again = [(k, w) for k, w in zip(again, outer) if w[:2] != origins[k]]
+                if again:
+                    wins = [rgb[w[1] : w[3], w[0] : w[2]] for _, w in again]
+                    more: list[list[LabelCandidate]] = [[] for _ in again]
+                    self._glyph_stage(wins, [w[:2] for _, w in again], [boxes[k] for k, _ in again], corner, more)
+                    self._detector_stage(wins, [w[:2] for _, w in again], [boxes[k] for k, _ in again], corner, more)
+                    for (k, _), found in zip(again, more):
+                        out[k] = out[k] + found
+            # Distances from the panel's own corner, in (inner) window sides.
             for k, box in enumerate(boxes):
-                side = float(max(windows[k].shape[:2]) or 1)
-                out[k] = [replace(c, distance=_corner_distance(c.box, box, corner) / side) if c.box else c for c in out[k]]
+                out[k] = [replace(c, distance=_corner_distance(c.box, box, corner) / sides[k]) if c.box else c
+                          for c in out[k]]
         return [sorted(c, key=lambda c: (c.distance, -c.confidence)) for c in out]
 
     # ------------------------------------------------------------------ public
@@ -274,13 +302,15 @@ class LabelReader:
         scores: dict[str, float] = {}
         with self._lock:  # one onnxruntime call at a time per engine
             for corner in corners:
-                readings[corner] = _keep(self._read_corner(rgb, [boxes[i] for i in probe], corner), accept)
+                readings[corner] = _keep(self._read_corner(rgb, [boxes[i] for i in probe], corner, accept), accept)
                 scores[corner], ordered = sequence_score(readings[corner])
                 if scores[corner] >= CONVINCING * len(probe) and ordered >= 0.75:
                     break
             best = max(readings, key=lambda c: scores[c])
             rest = list(range(len(probe), len(boxes)))
-            found = readings[best] + (_keep(self._read_corner(rgb, [boxes[i] for i in rest], best), accept) if rest else [])
+            found = readings[best] + (
+                _keep(self._read_corner(rgb, [boxes[i] for i in rest], best, accept), accept) if rest else []
+            )
             # A panel whose label is elsewhere (or was missed) gets the other probed corners' readings.
             for i in probe:
                 for corner in sorted(readings, key=lambda c: -scores[c]):
@@ -288,6 +318,17 @@ class LabelReader:
                         found[i] = found[i] + readings[corner][i]
         return _prefer_dominant_scheme(found)
 
+
+    def read_closer(
+        self, rgb: np.ndarray, boxes: Sequence[Box], corner: str, accept: Callable[[str], bool] | None = None
+    ) -> list[list[LabelCandidate]]:
+        """Readings at one corner in windows ZOOM times smaller: a second look at panels whose label was
+        not read (a small label, or one on a busy background, is larger in the detector's input)."""
+        rgb = np.asarray(rgb)
+        if not boxes:
+            return []
+        with self._lock:
+            return _keep(self._read_corner(rgb, list(boxes), corner, accept, zoom=ZOOM), accept)
 
     def read_region(
         self, rgb: np.ndarray, box: Box, accept: Callable[[str], bool], min_height: int, max_height: int,
@@ -324,6 +365,10 @@ class LabelReader:
         with self._lock:
             self._recognise_boxes(items, "tl", out)
         return [c for c in out[0] if accept(c.label)]
+
+
+def _shift(box: Box, dx: int, dy: int) -> Box:
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
 
 
 def _corner_distance(where: Box, box: Box, corner: str) -> float:

@@ -43,6 +43,11 @@ OUTER_FRAME_MARGIN = 12
 LINE_STD = 12
 LINE_CONTRAST = 50
 MAX_CROSSING_THICKNESS = 4
+# A line crossing a gap band is judged on at least this many lines beyond the band (fewer when the band
+# reaches the region edge: a wide empty band inside a plot frame leaves little room on either side).
+MIN_SIDE_EVIDENCE = 8
+# A row (column) with faint foreground along this share of its length holds a line, not a gap.
+FAINT_LINE_SHARE = 0.6
 # Leaves thinner than this share of the figure's short side, or smaller than
 # this share of its area, are fragments (labels, text lines, colour bars), not panels.
 FRAGMENT_SIDE_FRACTION = 0.06
@@ -121,7 +126,7 @@ def _crossed_by_thin_line(fg: np.ndarray, start: int, stop: int) -> bool:
         continues = []
         buried = []
         for side in (before, after):
-            if len(side) < reach // 2:
+            if len(side) < min(reach // 2, MIN_SIDE_EVIDENCE):
                 continues.append(False)
                 buried.append(False)
                 continue
@@ -183,6 +188,17 @@ class _Cutter:
         length = (x1 - x0) if axis == 0 else (y1 - y0)
         count = self._line_sums(self.major, x0, y0, x1, y1, axis)
         gap = count <= max(GAP_NOISE_PIXELS, GAP_NOISE_FRACTION * length)
+        # A faint line across most of the region (a plot frame's top edge, thinned by the downscale) is not
+        # empty: counted as gap, it would join the margin above a frame to the space inside it, and the
+        # frame's sides would no longer cross the band from side to side.
+        # (The soft edge of a thick line, next to its solid rows, stays a gap: it is that line's margin.)
+        faint = gap & (self._line_sums(self.any, x0, y0, x1, y1, axis) >= FAINT_LINE_SHARE * length)
+        if faint.any():
+            solid = ~gap
+            for shift in (1, 2):
+                solid[shift:] |= ~gap[:-shift]
+                solid[:-shift] |= ~gap[shift:]
+            gap &= ~(faint & ~solid)
         if gap.any():
             fg = self.fg_any[y0:y1, x0:x1]
             if axis == 1:

@@ -134,7 +134,19 @@ def _chart(rng, w: int, h: int) -> np.ndarray:
     fig = Figure(figsize=(max(w, 40) / dpi, max(h, 40) / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
-    fs = float(np.clip(min(w, h) / 28, 5, 10))
+    draw_chart(rng, fig, ax, float(np.clip(min(w, h) / 28, 5, 10)))
+    try:
+        fig.tight_layout(pad=0.3)
+    except Exception:
+        pass
+    fig.canvas.draw()
+    arr = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    return _resize(np.ascontiguousarray(arr), w, h)
+
+
+def draw_chart(rng, fig, ax, fs: float) -> None:
+    """One random chart of the kinds PMC figures carry (bars with stars, lines with a legend, scatter, survival,
+    heat map, box plot, ROC, histogram) drawn on ``ax`` with font size ``fs``; a colour bar goes on ``fig``."""
     kind = int(rng.integers(8))
     if kind == 0:  # bars with error bars and stars
         n = int(rng.integers(2, 6))
@@ -188,13 +200,6 @@ def _chart(rng, w: int, h: int) -> np.ndarray:
     ax.tick_params(labelsize=fs)
     if rng.random() < 0.3:
         ax.set_title(["Baseline", "Day 7", "Cohort 2", "HepG2", "In vivo"][int(rng.integers(5))], fontsize=fs)
-    try:
-        fig.tight_layout(pad=0.3)
-    except Exception:
-        pass
-    fig.canvas.draw()
-    arr = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-    return _resize(np.ascontiguousarray(arr), w, h)
 
 
 def _image_panel(rng, w: int, h: int, group: str) -> np.ndarray:

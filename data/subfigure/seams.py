@@ -34,6 +34,8 @@ UNIFORM_TOLERANCE = 22
 CONTENT_SHARE = 0.7
 MAX_LINE_WIDTH = 6
 LINE_CONTRAST = 30
+# A uniform line this dark, with white page on one side and no more of its colour on the other, that runs the region's whole length is a rule.
+RULE_MAX_GRAY = 110
 # Seam: a step of at least SEAM_STEP grey levels, the strongest within +-SEAM_WINDOW columns,
 # on at least SEAM_SHARE of the rows.
 SEAM_STEP = 24
@@ -58,8 +60,8 @@ MAX_DEPTH = 6
 
 
 def separator_lines(gray: np.ndarray, axis: int) -> np.ndarray:
-    """Per column (axis=1) or row (axis=0) of ``gray``: 1.0 where a thin uniform line with content on
-    both sides runs the whole length, else 0.0."""
+    """Per column (axis=1) or row (axis=0) of ``gray``: where a thin uniform line with content on both
+    sides runs the (nearly) whole length, the share of the length it covers (>= UNIFORM_SHARE), else 0.0."""
     lines = gray if axis == 1 else gray.T  # lines along rows of `lines.T`
     sample = lines[:: max(1, lines.shape[0] // 400)].astype(np.int16)
     median = np.median(sample, axis=0)
@@ -73,7 +75,8 @@ def separator_lines(gray: np.ndarray, axis: int) -> np.ndarray:
             i += 1
             continue
         j = i
-        while j < n and is_uniform[j]:
+        # A run is one colour: white page beside a black rule is not part of the rule.
+        while j < n and is_uniform[j] and abs(float(median[j]) - float(median[i])) <= LINE_CONTRAST:
             j += 1
         left, right = i - 2, j + 1
         if j - i <= MAX_LINE_WIDTH and left >= 0 and right < n:
@@ -85,8 +88,16 @@ def separator_lines(gray: np.ndarray, axis: int) -> np.ndarray:
                 (np.abs(sample[:, side] - value) > LINE_CONTRAST).mean() >= 0.5 and (sample[:, side] >= 225).mean() <= 0.5
                 for side in (left, right)
             )
-            if content or contrast:
-                out[i:j] = 1.0
+            # Or a dark rule on white page from edge to edge (charts parted by a black line): a plot's axis
+            # stops short of the region's edge, where its tick labels and title sit.
+            darkest = float(median[i:j].min())  # a 1 px rule with a soft, page-coloured edge beside it
+            rule = darkest <= RULE_MAX_GRAY and all(
+                (np.abs(sample[:, side] - darkest) > LINE_CONTRAST).mean() >= 0.5 for side in (left, right)
+            ) and any((sample[:, side] >= 255 - 2 * UNIFORM_TOLERANCE).mean() >= 0.5 for side in (left, right))
+            if content or contrast or rule:
+                # Its strength is how much of the length it covers: a rule from edge to edge beats a
+                # plot's axis line that stops short of the region's edge.
+                out[i:j] = float(uniform[i:j].max())
         i = j
     return out
 
