@@ -37,7 +37,15 @@ def test_alpha_ramps_over_alpha_rampup_epochs(tmp_path, monkeypatch, rampup, exp
     assert alphas == pytest.approx(expected)
 
 
-def test_sigint_saves_and_stops_like_sigterm_and_a_second_one_stops_at_once(tmp_path, monkeypatch):
+@pytest.fixture
+def default_sigint():
+    """SIGINT as an interactive Python has it (a job started in the background inherits SIG_IGN)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_saves_and_stops_like_sigterm_and_a_second_one_stops_at_once(tmp_path, monkeypatch, default_sigint):
     real_log_step = engine.logger.TrainLogger.log_step
     signals = {"count": 1}
 
