@@ -120,3 +120,23 @@ def test_note_when_train_file_comes_from_the_command_line_but_eval_file_from_the
                     f"{config}:2; set eval_file=... (or eval_file=null) if it does not belong to your data")
     assert notes() == [] and notes("train_file=mine.json", "eval_file=mine_test.json") == []
     assert notes("train_file=mine.json", "eval_file=null") == []
+
+
+def test_grad_clip_bounds_the_global_norm_and_the_log_keeps_the_norm_before_clipping(tmp_path, monkeypatch):
+    real_step = torch.optim.AdamW.step
+    norms_at_step = []
+
+    def step(self, *args, **kwargs):  # the gradients the update actually uses
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms_at_step.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    config = tiny_pretrain_config(tmp_path, grad_clip=1.0, log_every=1, max_epoch=1)
+    run_pretraining(config)
+    logged = [json.loads(l)["train_grad_norm"] for l in (Path(config["output_dir"]) / "log.txt").read_text().splitlines()
+              if '"step"' in l]
+    assert len(norms_at_step) == len(logged) == 4
+    assert all(n <= 1.0 + 1e-5 for n in norms_at_step)  # clipped to grad_clip
+    assert all(n > 1.0 for n in logged)  # this tiny model's raw norms are far above 1: the log shows them
+    assert all(abs(n - 1.0) < 1e-4 for n in norms_at_step)  # and clipping scaled each one down to exactly 1
