@@ -112,3 +112,18 @@ def test_train_list_without_image_id_groups_pairs_by_image_path(tmp_path, monkey
     # one id per image path, a different one for every image: captions of an image are each other's positives
     assert all(len(ids) == 1 for ids in image_of.values()) and len(image_of) == 6
     assert sorted(next(iter(ids)) for ids in image_of.values()) == list(range(6))  # BLIP: 0.. in first appearance
+
+
+def test_blip_flickr_names_and_a_missing_annotation_file_is_named(tmp_path, capsys):
+    from data.retrieval_dataset import retrieval_files
+
+    config = {"ann_root": "ann", "dataset": "flickr"}
+    assert retrieval_files(config) == {s: str(Path("ann") / f"flickr30k_{s}.json") for s in ("train", "val", "test")}
+    assert retrieval_files({**config, "test_file": "mine.json"})["test"] == "mine.json"  # our keys win
+    path = tmp_path / "retrieval_flickr.yaml"  # BLIP's keys; no annotation files downloaded yet
+    path.write_text(f"image_root: '{tmp_path}/flickr30k'\nann_root: '{tmp_path}/annotation'\ndataset: 'flickr'\n"
+                    f"tokenizer: '{write_tokenizer(tmp_path)}'\ntext_encoder: null\ndevice: cpu\n"
+                    f"output_dir: '{tmp_path}/out'\n")
+    assert train_retrieval.main(["--config", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/annotation/flickr30k_" in err and "not found" in err and "Traceback" not in err
