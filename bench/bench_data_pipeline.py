@@ -24,11 +24,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import median_rate  # noqa: E402
+from bench.machine import median_rate, publish  # noqa: E402
 from data.pretrain_dataset import PretrainDataset, build_pretrain_loader  # noqa: E402
 from data.sampler import ResumableDistributedSampler  # noqa: E402
 from data.transforms import build_image_transform  # noqa: E402
-from utils.atomic import atomic_write_text  # noqa: E402
 
 
 def _make_images(folder: Path, n: int, size: int) -> Path:
@@ -93,10 +92,7 @@ def main() -> int:
     )
     table = "| pipeline | samples/s |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
     text = f"# Data pipeline benchmark\n\n{header}\n\n{table}\nCommand: `python bench/bench_data_pipeline.py`\n"
-    print(header)
-    print(table)
-    atomic_write_text(args.out, text)
-    print(f"written to {args.out}")
+    publish(text, args.out)
     return 0
 
 

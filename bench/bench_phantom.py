@@ -26,7 +26,7 @@ import importlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench.machine import cpu_name  # noqa: E402
+from bench.machine import cpu_name, publish  # noqa: E402
 from data.phantom import generate_phantom_dataset  # noqa: E402
 
 importlib.import_module("models.tokenizer")  # imports transformers (~4 s) before timing: not generation work
@@ -79,9 +79,7 @@ def main() -> int:
         "JSON splits, metadata, tokenizer and manifest (the one-off ~4 s `transformers` import is excluded).\n\n"
         f"{table}\n"
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(f"\nwrote {args.out}")
+    publish(text, args.out)
     return 0
 
 

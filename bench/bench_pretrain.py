@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.atomic import atomic_write_text  # noqa: E402
+from bench.machine import publish  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from tasks.pretrain import PRETRAIN_SCHEMA  # noqa: E402
 
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "GPU figures (bf16 on A100/H100, NCCL) are not measured yet: no GPU was available.", "",
         f"Command: `python bench/bench_pretrain.py --config {args.config} --steps {args.steps}`", "",
     ])
-    print(text)
-    atomic_write_text(args.out, text)
+    publish(text, args.out)
     return 0
 
 
@@ -165,8 +164,7 @@ def gpu_main(args: argparse.Namespace) -> int:
         f"{device}; `{config}` (ViT-B/16 at 224, BERT-base fusion, batch {batch} per GPU, queue 57,600), "
         f"{args.steps} steps per variant, the first {args.log_every} excluded; {time.strftime('%Y-%m-%d')}.", "",
         *table, "", f"Command: `python bench/bench_pretrain.py --gpu --steps {args.steps}`", ""])
-    print(text)
-    atomic_write_text(args.out or ROOT / "docs" / "benchmarks" / "gpu_pretrain.md", text)
+    publish(text, args.out or ROOT / "docs" / "benchmarks" / "gpu_pretrain.md")
     return 0
 
 

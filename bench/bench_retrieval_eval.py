@@ -28,8 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import cpu_name  # noqa: E402
-from utils.atomic import atomic_write_text  # noqa: E402
+from bench.machine import cpu_name, publish  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time, torch
@@ -96,7 +95,6 @@ def synthetic(spec: str, k_test: int, device: str, dtype: str) -> list[str]:
     import torch
 
     from models import build_model
-    from models.med import MedConfig
     from models.retrieval_eval import RetrievalFeatures, itm_rerank
 
     n_img, n_txt = (int(x) for x in spec.lower().split("x"))
@@ -171,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
               + f" Threads: {os.environ.get('OMP_NUM_THREADS', 'torch default')}; load average at the end "
               f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (a shared machine: both paths ran under it).", ""]
     text = "\n".join(header + rows) + "\n"
-    print(text)
-    atomic_write_text(out, text)
+    publish(text, out)
     return 0
 
 

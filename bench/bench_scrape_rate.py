@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from bench.machine import publish  # noqa: E402
 from data.scraper.http import HttpClient, HttpSettings, RateLimiter  # noqa: E402
 from data.scraper.pipeline import ScrapeContext, run_all  # noqa: E402
 from scrape_fakes import FakeServices, fast_config, simple_world  # noqa: E402
@@ -142,9 +143,7 @@ def main() -> None:
         f"{platform.python_version()}; {datetime.date.today().isoformat()}. Timings on a shared machine are "
         "noisy; rates are set by the limiter, not by CPU speed.\n"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(doc)
-    print(f"written: {args.out}")
+    publish(doc, args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.atomic import atomic_write_text  # noqa: E402
+from bench.machine import publish  # noqa: E402
 
 
 def make_samples(n: int) -> list[tuple[bytes, str]]:
@@ -271,8 +271,7 @@ one process, no image decode (decode costs the same with every library), shuffle
 
 Command: see the docstring of `bench/bench_storage_libraries.py` (a scratch venv with the three libraries).
 """
-    print(text)
-    atomic_write_text(args.out, text)
+    publish(text, args.out)
     return 0
 
 

@@ -23,11 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import cpu_name  # noqa: E402
+from bench.machine import cpu_name, publish  # noqa: E402
 from bench.package_figures import build_package_figures  # noqa: E402
 from data.caption_lists import CaptionList  # noqa: E402
 from models import build_model  # noqa: E402
-from utils.atomic import atomic_write_text  # noqa: E402
 from visualize.figure import draw_gradcam_figure  # noqa: E402
 from visualize.runner import VisModel, save_maps, load_vis_model  # noqa: E402
 
@@ -112,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Figures: `python bench/package_figures.py`; command: "
               f"`python bench/bench_vis.py --checkpoint {args.checkpoint} --threads {args.threads}`."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    atomic_write_text(args.out, text)
+    publish(text, args.out)
     return 0
 
 

@@ -51,7 +51,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import cpu_name  # noqa: E402
+from bench.machine import cpu_name, publish  # noqa: E402
+from utils.atomic import atomic_write_json  # noqa: E402
 from data.subfigure.align import align  # noqa: E402
 from data.subfigure.captions import split_caption, split_caption_detailed  # noqa: E402
 from data.subfigure.dataset import _process, _record_key  # noqa: E402
@@ -423,13 +424,10 @@ def main() -> int:
             print(name, {k: v for k, v in figs[name].items() if k != "by_category"}, flush=True)
     timing = evaluate_timing(args.timing, args.seed)
     text = render(figs, cap, timing, args, pinned, time.perf_counter() - started, load, before)
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    publish(text, args.out)
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"label": args.label, "load": load, "figures": figs, "captions": cap, "timing": timing}, indent=1))
+        atomic_write_json(args.json, {"label": args.label, "load": load, "figures": figs, "captions": cap,
+                                      "timing": timing}, indent=1)
     return 0
 
 

@@ -30,7 +30,7 @@ def median_rate(fn, n: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def publish(text: str, out: str) -> None:
+def publish(text: str, out: str | Path) -> None:
     """Print a benchmark report and write it (atomically) to ``out`` under docs/benchmarks/."""
     from utils.atomic import atomic_write_text
 

@@ -21,10 +21,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import publish  # noqa: E402
 from data.caption_lists import CaptionList  # noqa: E402
 from data.grounding import GroundTruth  # noqa: E402
 from models.gradcam import upsample_map  # noqa: E402
-from utils.atomic import atomic_write_text  # noqa: E402
 from visualize.localization import ScoreTable, score_map  # noqa: E402
 
 GRIDS = (6, 8, 12, 16, 24)
@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Groups by the smallest lesion the caption names (two-lesion images count under the smaller). "
               f"Chance (mask area fraction): {results[GRIDS[0]]['all']['chance_pointing']:.4f}."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    atomic_write_text(args.out, text)
+    publish(text, args.out)
     return 0
 
 

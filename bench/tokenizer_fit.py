@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import publish  # noqa: E402
 from data.captions import pre_caption  # noqa: E402
 from models.tokenizer import (  # noqa: E402
     MAX_FRAGMENTED_WORDS,
@@ -85,8 +86,7 @@ def main() -> int:
                     f"| {report64.tokens_median} / {report64.tokens_p95} | {'yes' if warning else 'no'} |"
                 )
     text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).write_text(text, encoding="utf-8")
+    publish(text, args.out)
     return 0
 
 
