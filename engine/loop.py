@@ -80,6 +80,15 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
+class LoggedAbout:
+    """log.txt's record of a saved epoch: its epoch line, the run's "finished" event, the best metric so far."""
+
+    epoch_line: bool = False
+    finished: bool = False
+    best: float | None = None
+
+
+@dataclass
 class RunResult:
     """Where a run ended; what the CLI prints and tests look at."""
 
@@ -206,7 +215,8 @@ class Trainer:
         epoch, step = resume_position(checkpoint)
         finished = epoch >= self.cfg["max_epoch"] and checkpoint["epoch_finished"]
         self._check_same_run(path, saved_cfg, finished)
-        if finished and self._epoch_logged(int(checkpoint["epoch"])) and self._finish_logged(int(checkpoint["epoch"])):
+        logged = self._logged_about(int(checkpoint["epoch"]))
+        if finished and logged.epoch_line and logged.finished:
             self.result.already_finished = True
             self.result.epoch = int(checkpoint["epoch"])
             self.result.global_step = int(checkpoint["global_step"])
@@ -230,11 +240,10 @@ class Trainer:
         self.start_epoch, self.global_step = epoch, int(checkpoint["global_step"])
         self.best_value = checkpoint.get("best_value")
         if checkpoint["epoch_finished"]:  # its epoch was evaluated after this file was written: the log knows
-            logged = self._best_logged(int(checkpoint["epoch"]))
-            if logged is not None and (self.best_value is None or logged > self.best_value):
-                self.best_value = logged
+            if logged.best is not None and (self.best_value is None or logged.best > self.best_value):
+                self.best_value = logged.best
         self.epoch_state = checkpoint.get("epoch_state") if not checkpoint["epoch_finished"] else None
-        if checkpoint["epoch_finished"] and not self._epoch_logged(int(checkpoint["epoch"])):
+        if checkpoint["epoch_finished"] and not logged.epoch_line:
             self.pending_eval = dict(checkpoint.get("epoch_stats") or {"epoch": int(checkpoint["epoch"])})
         rng = rng_state_for_this_rank(checkpoint)
         if rng is not None:
@@ -257,30 +266,19 @@ class Trainer:
             "or start a new run with another --output_dir"
         )
 
-    def _epoch_logged(self, epoch: int) -> bool:
-        """Whether log.txt has the epoch line of ``epoch`` (rank 0 reads; all ranks agree)."""
-        logged = False
+    def _logged_about(self, epoch: int) -> "LoggedAbout":
+        """What log.txt says about the run up to ``epoch``: read once on rank 0, the same on every rank."""
+        facts = LoggedAbout()
         if is_main_process():
-            _, epochs = read_log(self.output_dir / "log.txt")
-            logged = any(int(line.get("epoch", -1)) == epoch for line in epochs)
-        return bool(broadcast_object(logged))
-
-    def _finish_logged(self, epoch: int) -> bool:
-        """Whether log.txt has the "finished" event of a run that ended after ``epoch`` (all ranks agree)."""
-        logged = False
-        if is_main_process():
-            events = read_log_events(self.output_dir / "log.txt", "finished")
-            logged = any(int(line.get("epoch", -1)) == epoch for line in events)
-        return bool(broadcast_object(logged))
-
-    def _best_logged(self, epoch: int) -> float | None:
-        """The best ``task.best_metric`` in log.txt's epoch lines up to ``epoch`` (rank 0 reads; all agree)."""
-        name, best = self.task.best_metric, None
-        if name and is_main_process():
-            _, epochs = read_log(self.output_dir / "log.txt")
-            best = max((float(line[name]) for line in epochs if name in line and int(line["epoch"]) <= epoch),
-                       default=None)
-        return broadcast_object(best)
+            log = self.output_dir / "log.txt"
+            _, epochs = read_log(log)
+            name = self.task.best_metric
+            facts = LoggedAbout(
+                epoch_line=any(int(line.get("epoch", -1)) == epoch for line in epochs),
+                finished=any(int(line.get("epoch", -1)) == epoch for line in read_log_events(log, "finished")),
+                best=max((float(line[name]) for line in epochs if name and name in line and int(line["epoch"]) <= epoch),
+                         default=None))
+        return broadcast_object(facts)
 
     def _open_log(self) -> None:
         cfg = self.cfg

@@ -173,12 +173,16 @@ def itm_rerank(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
+    sims: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BLIP's two re-ranked score matrices (float32, CPU): i2t (N_img x N_txt) and t2i (N_txt x N_img)."""
+    """BLIP's two re-ranked score matrices (float32, CPU): i2t (N_img x N_txt) and t2i (N_txt x N_img).
+
+    ``sims``: ``features.sims()`` when the caller has it already.
+    """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    sims = features.sims()
+    sims = features.sims() if sims is None else sims
     num_images, num_texts = sims.shape
     pairs, top_i2t, top_t2i = _candidate_pairs(sims, k_test)
     mine = pairs[_rank_slice(len(pairs))]
@@ -312,12 +316,12 @@ def evaluate_retrieval(
     except Exception as exc:  # an image that fails to decode inside a loader worker
         text = str(exc).strip().splitlines()
         raise DatasetError(f"evaluation data {dataset.path}: {text[-1] if text else type(exc).__name__}") from None
-    itc_metrics = recall_at_k(features.sims().cpu(), dataset.img2txt, dataset.txt2img)
+    sims = features.sims()
+    itc_metrics = recall_at_k(sims.cpu(), dataset.img2txt, dataset.txt2img)
     if itc_only:
-        score_i2t = features.sims().cpu()
-        return RetrievalResult(itc_metrics, score_i2t, score_i2t.t().contiguous())
+        return RetrievalResult(itc_metrics, sims.cpu(), sims.t().contiguous().cpu())
     score_i2t, score_t2i = itm_rerank(model, features, k_test, batch_size=itm_batch_size, device=device,
-                                      autocast_dtype=autocast_dtype, progress=progress)
+                                      autocast_dtype=autocast_dtype, progress=progress, sims=sims)
     metrics = recall_at_k(score_i2t, dataset.img2txt, dataset.txt2img, score_t2i)
     return RetrievalResult(metrics, score_i2t, score_t2i, itc_metrics)
 
