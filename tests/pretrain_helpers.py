@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -73,16 +74,22 @@ def tiny_pretrain_config(tmp_path: Path, **overrides) -> dict:
 
 
 def signal_after_steps(cmd: list[str], log: Path, signum: int, env: dict, steps: int = 2,
-                       timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run a training command, send it ``signum`` once ``log`` holds ``steps`` step lines; its exit and output."""
+                       timeout: float = 120, group: bool = False) -> subprocess.CompletedProcess:
+    """Run a training command, send it ``signum`` once ``log`` holds ``steps`` step lines; its exit and output.
+
+    ``group``: signal its whole process group (loader workers included), as SLURM and scancel do.
+    """
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=group)
     try:
         deadline = time.time() + timeout
         while time.time() < deadline and proc.poll() is None and not (
                 log.exists() and log.read_text().count('"step"') >= steps):
             time.sleep(0.2)
-        proc.send_signal(signum)
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         output, _ = proc.communicate(timeout=timeout)
     finally:  # a hang fails the test instead of leaving a training process behind
         if proc.poll() is None:

@@ -136,14 +136,15 @@ def test_resume_in_an_empty_output_dir_starts_from_scratch(tmp_path, capsys):
 
 
 def test_sigterm_to_train_retrieval_exits_zero_and_resume_finishes_the_run(tmp_path):
-    config = tiny_retrieval_config(tmp_path, max_epoch=50, k_test=3)
+    config = tiny_retrieval_config(tmp_path, max_epoch=50, k_test=3, num_workers=2)
     config_path = tmp_path / "config.json"  # JSON is YAML
     config_path.write_text(json.dumps(config))
     cmd = [sys.executable, str(ROOT / "train_retrieval.py"), "--config", str(config_path)]
-    stopped = signal_after_steps(cmd, Path(config["output_dir"]) / "log.txt", signal.SIGTERM, ENV)
+    # the whole process group, loader workers included, as SLURM and scancel signal a job
+    stopped = signal_after_steps(cmd, Path(config["output_dir"]) / "log.txt", signal.SIGTERM, ENV, group=True)
     assert stopped.returncode == 0, stopped.stdout
     assert "SIGTERM: saved" in stopped.stdout and "stopped by signal" in stopped.stdout
-    assert "Traceback" not in stopped.stdout
+    assert "Traceback" not in stopped.stdout and "killed by signal" not in stopped.stdout
     saved = torch.load(Path(config["output_dir"]) / "checkpoint_last.pth", weights_only=True)
     assert saved["global_step"] >= 2 and not (Path(config["output_dir"]) / "results.json").exists()
     end = saved["epoch"] + 1  # execution-only key: the run may be shortened on resume
