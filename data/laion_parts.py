@@ -69,6 +69,8 @@ class LaionPartsData:
     def _use(self, epoch: int) -> None:
         files = epoch_files(self.train_files, self.parts, epoch)
         if files != self._files:  # another part: a new data set and loader
+            if self._files is not None:
+                self.loader.close()  # the previous part's workers
             self.dataset = self.make_dataset(files)
             self.loader = build_pretrain_loader(self.dataset, **self.loader_args)
             self._files = files
@@ -99,6 +101,9 @@ class LaionPartsData:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.loader)
+
+    def close(self) -> None:
+        self.loader.close()
 
     def state_dict(self, consumed: int) -> dict[str, Any]:
         return {**self.loader.state_dict(consumed), "laion_part": str(self.epoch_part) if self.epoch_part else None}

@@ -7,12 +7,16 @@ number of same-shaped steps), a position counted in samples of the whole job
 DataLoader workers that survive a SIGTERM or Ctrl-C sent to the whole process
 group, as SLURM's preemption, ``scancel`` and a terminal do: the workers ignore
 the signal and the training process decides when to stop, after its current
-step and a checkpoint.
+step and a checkpoint. Because the workers ignore SIGTERM, the loader shuts them
+down itself (:meth:`ResumableLoader.close`, also at interpreter exit): Python's
+multiprocessing would otherwise SIGTERM the persistent workers at exit and wait
+for them forever.
 """
 
 from __future__ import annotations
 
 import signal
+import weakref
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -34,6 +38,14 @@ def ignore_stop_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _shut_down_workers(loader: DataLoader) -> None:
+    """End ``loader``'s persistent workers: torch keeps them in its private ``_iterator`` until collection."""
+    iterator, loader._iterator = getattr(loader, "_iterator", None), None
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 class ResumableLoader:
@@ -80,6 +92,14 @@ class ResumableLoader:
             # or a run resumed mid-epoch would see different dropout/negative-sampling draws.
             generator=torch.Generator().manual_seed(seed),
         )
+        # Runs on close(), when this loader is collected, or at exit before multiprocessing's own exit
+        # hook (which would terminate the SIGTERM-ignoring workers and then join them forever).
+        self._finalizer = weakref.finalize(self, _shut_down_workers, self.loader)
+
+    def close(self) -> None:
+        """Stop the persistent worker processes now (idempotent); iterating again starts new ones."""
+        self._finalizer()
+        self._finalizer = weakref.finalize(self, _shut_down_workers, self.loader)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

@@ -70,6 +70,9 @@ class TrainData(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Arm a resume at a saved position."""
 
+    def close(self) -> None:
+        """End loader worker processes (the engine calls it when the run ends, however it ends)."""
+
 
 class Task(Protocol):
     """One kind of training run. Methods run on every rank unless they say otherwise."""

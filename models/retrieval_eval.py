@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from data.loader import ignore_stop_signals
 from data.retrieval_dataset import RetrievalEvalDataset
 from engine.distributed import concat_all_gather, get_rank, get_world_size, is_main_process
 from models.blip_base import BlipBase
@@ -137,7 +138,8 @@ def compute_features(
                                                                            device=device), len(texts))
         share = _rank_slice(len(dataset))
         loader = DataLoader(Subset(dataset, range(share.start, share.stop)), batch_size=batch_size,
-                            num_workers=num_workers, pin_memory=device.type == "cuda")
+                            num_workers=num_workers, pin_memory=device.type == "cuda",
+                            worker_init_fn=ignore_stop_signals if num_workers > 0 else None)
         embeds, image_feats = [], []
         for images, _ in tqdm(loader, desc="image features", disable=not show):
             image_embeds = model.encode_image(images.to(device, non_blocking=True))
