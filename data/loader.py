@@ -15,6 +15,7 @@ for them forever.
 
 from __future__ import annotations
 
+import atexit
 import signal
 import weakref
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -46,6 +47,25 @@ def _shut_down_workers(loader: DataLoader) -> None:
     shutdown = getattr(iterator, "_shutdown_workers", None)
     if shutdown is not None:
         shutdown()
+
+
+def _workers_finalizer(loader: "ResumableLoader") -> weakref.finalize:
+    """Shut ``loader``'s workers down when it is collected (exit is handled by the hook below)."""
+    finalizer = weakref.finalize(loader, _shut_down_workers, loader.loader)
+    finalizer.atexit = False
+    return finalizer
+
+
+_OPEN_LOADERS: "weakref.WeakSet[ResumableLoader]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_loaders() -> None:
+    """At exit, before multiprocessing's hook (which would SIGTERM the workers, which ignore it, and then
+    join them forever) and before torch's exit flag (which turns its shutdown into a no-op): both were
+    registered when this module imported torch, and atexit runs hooks in reverse order."""
+    for loader in list(_OPEN_LOADERS):
+        loader.close()
 
 
 class ResumableLoader:
@@ -92,14 +112,13 @@ class ResumableLoader:
             # or a run resumed mid-epoch would see different dropout/negative-sampling draws.
             generator=torch.Generator().manual_seed(seed),
         )
-        # Runs on close(), when this loader is collected, or at exit before multiprocessing's own exit
-        # hook (which would terminate the SIGTERM-ignoring workers and then join them forever).
-        self._finalizer = weakref.finalize(self, _shut_down_workers, self.loader)
+        self._finalizer = _workers_finalizer(self)
+        _OPEN_LOADERS.add(self)
 
     def close(self) -> None:
         """Stop the persistent worker processes now (idempotent); iterating again starts new ones."""
         self._finalizer()
-        self._finalizer = weakref.finalize(self, _shut_down_workers, self.loader)
+        self._finalizer = _workers_finalizer(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

@@ -30,7 +30,10 @@ from tests.test_retrieval_task import tiny_retrieval_config
 ROOT = Path(__file__).resolve().parents[1]
 
 LOADER_SCRIPT = """
-import os, signal, sys
+import os, signal, sys, weakref
+# Any library may create a weakref.finalize before torch is imported; its exit hook then runs after
+# torch's exit flag, too late to shut the workers down: the loader must not rely on it.
+EARLY = weakref.finalize(signal, print, end="")
 import torch
 from data.loader import ResumableLoader
 
