@@ -49,13 +49,6 @@ def _shut_down_workers(loader: DataLoader) -> None:
         shutdown()
 
 
-def _workers_finalizer(loader: "ResumableLoader") -> weakref.finalize:
-    """Shut ``loader``'s workers down when it is collected (exit is handled by the hook below)."""
-    finalizer = weakref.finalize(loader, _shut_down_workers, loader.loader)
-    finalizer.atexit = False
-    return finalizer
-
-
 _OPEN_LOADERS: "weakref.WeakSet[ResumableLoader]" = weakref.WeakSet()
 
 
@@ -112,13 +105,13 @@ class ResumableLoader:
             # or a run resumed mid-epoch would see different dropout/negative-sampling draws.
             generator=torch.Generator().manual_seed(seed),
         )
-        self._finalizer = _workers_finalizer(self)
+        # When this loader is collected; at exit, _close_open_loaders does it (in the right order).
+        weakref.finalize(self, _shut_down_workers, self.loader).atexit = False
         _OPEN_LOADERS.add(self)
 
     def close(self) -> None:
         """Stop the persistent worker processes now (idempotent); iterating again starts new ones."""
-        self._finalizer()
-        self._finalizer = _workers_finalizer(self)
+        _shut_down_workers(self.loader)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

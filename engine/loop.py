@@ -145,9 +145,9 @@ class Trainer:
             with StopRequest() as self.stop, PeerFailureWatch():
                 return self._run()
         finally:
-            close_data = getattr(getattr(self, "data", None), "close", None)
-            if close_data is not None:  # loader workers ignore SIGTERM: end them here, not at exit
-                close_data()
+            data = getattr(self, "data", None)  # absent when setup failed before building it
+            if data is not None:  # loader workers ignore SIGTERM: end them here, not at exit
+                data.close()
             destroy_distributed()
 
     def _run(self) -> RunResult:
