@@ -62,8 +62,8 @@ from data.subfigure.labels import caption_accepts, caption_units, choose_labels 
 from data.subfigure.ocr import get_reader  # noqa: E402
 from data.subfigure.panels import detect_panels  # noqa: E402
 from data.subfigure.handmade import handmade_figures  # noqa: E402
-from data.subfigure.realistic import BLIND_SEEDS, DEV_SEEDS, make_realistic_figure  # noqa: E402
-from data.subfigure.realistic2 import BLIND2_SEEDS, DEV2_SEEDS, make_realistic2_figure  # noqa: E402
+from data.subfigure.realistic import BLIND3_SEEDS, BLIND_SEEDS, DEV_SEEDS, make_realistic_figure  # noqa: E402
+from data.subfigure.realistic2 import BLIND2_SEEDS, BLIND3_2_SEEDS, DEV2_SEEDS, make_realistic2_figure  # noqa: E402
 from data.subfigure.synthetic import make_figure  # noqa: E402
 from tests.subfigure_caption_blind import BLIND_CASES  # noqa: E402
 from tests.subfigure_caption_cases import CASES  # noqa: E402
@@ -304,6 +304,9 @@ def render(figs: dict, cap: dict, timing: dict, args, pinned: str, seconds: floa
         f"radiology on black, irregular layouts, scanner screenshots, blots over charts), seeds "
         f"{_seeds(DEV2_SEEDS, args.realistic2)} (tuned on) / {_seeds(BLIND2_SEEDS, args.blind2)} (generator and seeds "
         "committed before the second round of tuning, scored by this script only).",
+        f"* BLIND-3: fresh seeds of both families, {_seeds(BLIND3_SEEDS, args.blind3)} (realistic) and "
+        f"{_seeds(BLIND3_2_SEEDS, args.blind3)} (family 2), fixed before the third round of tuning (2026-12-02), "
+        "when the first two BLIND sets had been scored; scored by this script only.",
         "* hand-placed: `data/subfigure/handmade.py`, 8 figures laid out by hand from real images shipped in packages "
         "(written with family 2, scored by this script only).",
         "",
@@ -391,6 +394,8 @@ def main() -> int:
     parser.add_argument("--blind", type=int, default=100, help="BLIND realistic figures (seeds 5000..); 0 skips them")
     parser.add_argument("--realistic2", type=int, default=200, help="family-2 dev figures (seeds 6000..)")
     parser.add_argument("--blind2", type=int, default=100, help="family-2 BLIND figures (seeds 7000..); 0 skips them")
+    parser.add_argument("--blind3", type=int, default=100,
+                        help="BLIND-3 figures of each family (seeds 8000.. and 9000..), fixed before the third round; 0 skips")
     parser.add_argument("--no_handmade", action="store_true", help="skip the 8 hand-placed figures")
     parser.add_argument("--timing", type=int, default=60, help="figures for the timing run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "subfigure.md"))
@@ -415,6 +420,10 @@ def main() -> int:
          _family2_categories, args.realistic2),
         ("family-2 BLIND", lambda: (make_realistic2_figure(s) for s in list(BLIND2_SEEDS)[: args.blind2]),
          _family2_categories, args.blind2),
+        ("realistic BLIND-3", lambda: (make_realistic_figure(s) for s in list(BLIND3_SEEDS)[: args.blind3]),
+         _realistic_categories, args.blind3),
+        ("family-2 BLIND-3", lambda: (make_realistic2_figure(s) for s in list(BLIND3_2_SEEDS)[: args.blind3]),
+         _family2_categories, args.blind3),
         ("hand-placed", handmade_figures, _handmade_categories, 0 if args.no_handmade else 8),
     ]
     figs = {}
