@@ -7,7 +7,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from data.subfigure.figure import split_figure
-from data.subfigure.labels import MIN_LABEL_EVIDENCE, caption_accepts, caption_units, choose_labels
+from data.subfigure.labels import (
+    MIN_LABEL_EVIDENCE, caption_accepts, caption_units, choose_labels, infer_missing_labels,
+)
 from data.subfigure.ocr import LabelCandidate
 from data.subfigure.realistic import make_realistic_figure
 
@@ -189,3 +191,52 @@ def test_labels_missed_at_first_are_read_end_to_end():
         fig = make_realistic_figure(seed)
         panels = split_figure(fig.image, labels=list(fig.caption_labels))
         assert [p.label for p in panels] == fig.labels, seed
+
+
+GRID = [(0, 0, 100, 100), (110, 0, 210, 100), (0, 110, 100, 210), (110, 110, 210, 210)]  # 2 x 2, reading order
+
+
+def _read(*labels):
+    return [_c(x) if x else None for x in labels]
+
+
+@pytest.mark.parametrize("read, units, boxes, expected", [
+    (("A", None, "C"), "ABC", BOXES3, [None, "B", None]),  # between two read labels
+    ((None, "B", "C"), "ABC", BOXES3, ["A", None, None]),  # before the first
+    (("a", "b", "c", None), "abcd", GRID, [None, None, None, "d"]),  # after the last
+    (("A", "B", None, None), "ABCD", GRID, [None, None, "C", "D"]),  # a whole stretch
+    ((None, "b", None, None), "abcd", GRID, [None, None, None, None]),  # one stray reading would label them all
+    (("A", None, "B"), "AB", BOXES3, [None, None, None]),  # a legend or colour bar between: counts differ
+    (("A", None, "C"), "ABCD", BOXES3, [None, "B", None]),  # the inner gap fits; "D" has no panel left
+    ((None, None, None), "ABC", BOXES3, [None, None, None]),  # nothing read, nothing to anchor
+    (("A", None, "X"), "ABC", BOXES3, [None, None, None]),  # a read label the caption does not list
+    (("A", None, "B", "D"), "ABCD", GRID, [None, "C", None, None]),  # read by columns: A B / C D is A C / B D
+])
+def test_unread_labels_follow_from_the_sequence_of_read_ones(read, units, boxes, expected):
+    assert infer_missing_labels(_read(*read), boxes, list(units)) == expected
+
+
+def test_sub_labels_are_inferred_per_panel_not_their_letter():
+    units = caption_units([("a", ()), ("b", ("b1", "b2")), ("c", ())])
+    inferred = infer_missing_labels(_read("a", "b1", None, "c"), GRID, units)
+    assert inferred == [None, None, "b2", None]
+
+
+def test_split_figure_marks_inferred_labels(monkeypatch):
+    # Three panels on white; the reader reads "A" and "C" only: "B" follows, at half the weakest confidence.
+    image = Image.new("RGB", (340, 110), "white")
+    draw = ImageDraw.Draw(image)
+    for x0, y0, x1, y1 in BOXES3:
+        draw.rectangle((x0 + 5, y0 + 5, x1 - 5, y1 - 5), fill=(40, 90, 160))
+
+    class Reader:
+        def read(self, rgb, boxes, accept=None, corners=None):
+            return [[_c("A", 0.9, 0.0)], [], [_c("C", 0.8, 0.0)]][: len(boxes)]
+
+        def read_closer(self, rgb, boxes, corner, accept):
+            return [[] for _ in boxes]
+
+    monkeypatch.setattr("data.subfigure.figure.get_reader", lambda: Reader())
+    panels = split_figure(image, labels=["A", "B", "C"])
+    assert [(p.label, p.inferred) for p in panels] == [("A", False), ("B", True), ("C", False)]
+    assert panels[1].confidence == pytest.approx(0.4) and panels[1].candidates == ()

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from data.image_io import open_image
-from data.subfigure.labels import caption_accepts, choose_labels
+from data.subfigure.labels import caption_accepts, choose_labels, infer_missing_labels, panel_units
 from data.subfigure.ocr import CORNERS, LabelCandidate, get_reader
 from data.subfigure.panels import Box, detect_panels, reading_order
 from data.subfigure.seeds import split_at_labels
@@ -27,13 +27,17 @@ class Panel:
     the OCR'd panel label ("A", "b", "3", "iv") or ``None``; ``confidence`` is
     the evidence for it (recogniser confidence x closeness to the corner x
     caption match; 0.0 without a label). ``candidates`` holds the chosen
-    reading, for matching against a caption.
+    reading, for matching against a caption. ``inferred``: the label was not
+    read but follows from the caption's sequence and the labels read around
+    it (:func:`data.subfigure.labels.infer_missing_labels`); its confidence is
+    half the weakest read label's, and ``candidates`` stays empty.
     """
 
     box: Box
     label: str | None
     confidence: float
     candidates: tuple[LabelCandidate, ...] = field(default=(), repr=False, compare=False)
+    inferred: bool = False
 
 
 def split_figure(
@@ -74,9 +78,12 @@ def split_figure(
         return [Panel(box, None, 0.0) for box in boxes]
     if labels:
         chosen = _second_look(rgb, boxes, readings, chosen, labels, reader, accept)
+    implied = infer_missing_labels(chosen, boxes, labels) if labels else [None] * len(boxes)
+    weakest = min((c.confidence for c in chosen if c is not None), default=0.0)
     return [
-        Panel(box, pick.label if pick else None, pick.confidence if pick else 0.0, (pick,) if pick else ())
-        for box, pick in zip(boxes, chosen)
+        Panel(box, pick.label, pick.confidence, (pick,)) if pick else
+        Panel(box, label, round(weakest / 2, 4), inferred=True) if label else Panel(box, None, 0.0)
+        for box, pick, label in zip(boxes, chosen, implied)
     ]
 
 
@@ -102,9 +109,7 @@ def _second_look(
 
 def _expected_panels(units: Sequence[str]) -> int:
     """Panels the caption names: its labels, a label with sub-labels counting once per sub-label."""
-    lowered = [u.lower() for u in units]
-    parents = {u for u in lowered if any(v != u and v.startswith(u) and v[len(u):].isdigit() for v in lowered)}
-    return sum(u not in parents for u in lowered)
+    return len(panel_units(units))
 
 
 def _implied_labels(chosen: Sequence[LabelCandidate | None]) -> list[str]:

@@ -12,6 +12,11 @@ entries. Real panel labels obey three rules that such text does not:
   column by column in some layouts); among the readings, the chosen ones
   must increase along the panels.
 
+:func:`infer_missing_labels` uses the sequence once more: a panel left
+unread between (or before, after) read labels gets the caption's label that
+the sequence leaves for it, when the count of such panels equals the count of
+labels missing there.
+
 :func:`choose_labels` picks, per panel, at most one reading so that the chosen
 labels increase along the panels (row-major or column-major order, whichever
 explains more) and the summed evidence (recogniser confidence x closeness x
@@ -28,7 +33,8 @@ from data.subfigure.align import labels_equivalent
 from data.subfigure.ocr import LabelCandidate, label_rank
 from data.subfigure.panels import reading_order
 
-__all__ = ["choose_labels", "caption_units", "caption_accepts", "MIN_LABEL_EVIDENCE"]
+__all__ = ["choose_labels", "caption_units", "caption_accepts", "infer_missing_labels", "panel_units",
+           "MIN_LABEL_EVIDENCE"]
 
 Box = tuple[int, int, int, int]
 
@@ -170,3 +176,52 @@ def _lone_sub_labels_to_letters(
         and c.label.lower() not in listed else c
         for c in chosen
     ]
+
+
+def panel_units(units: Sequence[str]) -> list[str]:
+    """The caption's labels one per panel: a label with sub-labels stands for its sub-labels (b -> b1, b2)."""
+    lowered = [u.lower() for u in units]
+    parents = {u for u in lowered if any(v != u and v.startswith(u) and v[len(u):].isdigit() for v in lowered)}
+    return [u for u in units if u.lower() not in parents]
+
+
+def infer_missing_labels(
+    chosen: Sequence[LabelCandidate | None], boxes: Sequence[Box], units: Sequence[str]
+) -> list[str | None]:
+    """Labels for panels the reader left without one, from the sequence of those it read.
+
+    In the reading order (row-major, else column-major) in which the read labels run through the caption's
+    labels in order, a stretch of k unread panels between two read labels (or before the first, after the
+    last) whose caption labels leave exactly k labels missing there gets those labels, in order. Nothing is
+    inferred when a read label is not one the caption lists per panel, when no order explains the read
+    labels, when the counts differ (a legend or a colour bar kept as a panel breaks the count), or when
+    more labels would be inferred than were read.
+    """
+    spelled = panel_units(units)
+    lowered = [u.lower() for u in spelled]
+    read = [c.label.lower() if c is not None else None for c in chosen]
+    if all(r is None for r in read) or any(r is not None and r not in lowered for r in read):
+        return [None] * len(chosen)
+    fills = []
+    for order in (list(range(len(boxes))), reading_order(list(boxes), by_columns=True)):
+        anchors = [(position, lowered.index(read[i])) for position, i in enumerate(order) if read[i] is not None]
+        if any(a[1] >= b[1] for a, b in zip(anchors, anchors[1:])):
+            continue  # the read labels do not run in this order
+        inferred: list[str | None] = [None] * len(chosen)
+        bounds = [(-1, -1)] + anchors + [(len(order), len(lowered))]
+        for (p0, u0), (p1, u1) in zip(bounds, bounds[1:]):
+            if p1 - p0 > 1 and p1 - p0 == u1 - u0:
+                for step in range(1, p1 - p0):
+                    inferred[order[p0 + step]] = spelled[u0 + step]
+        fills.append(inferred)
+    # Both orders explain the read labels (one row, or too few read): the one that accounts for more
+    # panels wins; two that infer as many but differ leave the question open.
+    fills.sort(key=lambda f: -sum(x is not None for x in f))
+    if not fills or (len(fills) == 2 and fills[0] != fills[1]
+                     and sum(x is not None for x in fills[0]) == sum(x is not None for x in fills[1])):
+        return [None] * len(chosen)
+    # More inferred than read: one stray reading (a letter in a figure that prints no labels) would label
+    # every panel.
+    if sum(x is not None for x in fills[0]) > sum(r is not None for r in read):
+        return [None] * len(chosen)
+    return fills[0]
