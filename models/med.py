@@ -23,7 +23,7 @@ import difflib
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -166,11 +166,15 @@ class LayerCache(NamedTuple):
 
 
 class ImageKV(NamedTuple):
-    """Per-layer cross-attention keys/values of a few images, and the image of each text row."""
+    """Per-layer cross-attention keys/values of a few images, and how many consecutive text rows attend to each.
+
+    Rows ``0 .. counts[0]-1`` attend to image 0, the next ``counts[1]`` to image 1, and so on. The counts
+    are host integers, planned before the forward, so attending never waits on the device.
+    """
 
     keys: list[torch.Tensor]  # per layer: (n_images, heads, tokens, head_dim)
     values: list[torch.Tensor]
-    rows: torch.Tensor  # (batch,) image index of each text row
+    counts: tuple[int, ...]
 
 
 class MedOutput(NamedTuple):
@@ -224,12 +228,17 @@ class MedSelfAttention(nn.Module):
         kv_states: torch.Tensor | None = None,
         past_key: torch.Tensor | None = None,
         past_value: torch.Tensor | None = None,
+        kv_counts: tuple[int, ...] | None = None,
+        query_states: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``mask``: bool, broadcastable to (batch, heads, query, key), True = attend.
 
-        Returns the context and the key/value tensors to cache.
+        ``kv_counts`` (cross-attention with ``past_key``/``past_value`` of one entry per image): the
+        batch's rows attend to the images in consecutive runs of these lengths (:class:`ImageKV`).
+        ``query_states``: queries from these rows only (default: all of ``hidden_states``); keys and
+        values still come from every row. Returns the context and the key/value tensors to cache.
         """
-        query = self._split_heads(self.query(hidden_states))
+        query = self._split_heads(self.query(hidden_states if query_states is None else query_states))
         if self.is_cross_attention and past_key is not None:
             key, value = past_key, past_value  # image keys/values do not change while decoding
         else:
@@ -241,7 +250,14 @@ class MedSelfAttention(nn.Module):
                 value = torch.cat([past_value, value], dim=2)
 
         dropout_p = self.dropout_p if self.training else 0.0
-        if self.attn_impl == "eager" or self.save_attention:
+        if kv_counts is not None and (self.attn_impl == "eager" or self.save_attention or mask is not None
+                                      or dropout_p > 0):
+            index = torch.repeat_interleave(torch.arange(len(kv_counts), device=key.device),
+                                            torch.tensor(kv_counts, device=key.device))
+            key, value, kv_counts = key[index], value[index], None  # one copy per row: the general path
+        if kv_counts is not None:
+            context = _attend_in_groups(query, key, value, kv_counts)
+        elif self.attn_impl == "eager" or self.save_attention:
             scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
@@ -257,6 +273,25 @@ class MedSelfAttention(nn.Module):
         batch, _, length, _ = context.shape
         context = context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
         return context, key, value
+
+
+def _attend_in_groups(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      counts: tuple[int, ...]) -> torch.Tensor:
+    """Unmasked attention of query rows (batch, heads, length, dim) to per-image keys/values (n_images, ...).
+
+    The rows of one image are stacked into one long query against that image's keys, so no copy of
+    the keys is made per row (at BLIP-base, 577 image tokens against ~16 text tokens: the copies cost
+    more than the attention itself). Each query row's softmax is over the same keys as before.
+    """
+    batch, heads, length, dim = query.shape
+    context = torch.empty_like(query)
+    start = 0
+    for image, count in enumerate(counts):
+        rows = query[start:start + count].transpose(0, 1).reshape(1, heads, count * length, dim)
+        out = F.scaled_dot_product_attention(rows, key[image:image + 1], value[image:image + 1])
+        context[start:start + count] = out.view(heads, count, length, dim).transpose(0, 1)
+        start += count
+    return context
 
 
 class MedSelfOutput(nn.Module):
@@ -278,9 +313,11 @@ class MedAttention(nn.Module):
         self.self = MedSelfAttention(config, is_cross_attention, attn_impl)
         self.output = MedSelfOutput(config)
 
-    def forward(self, hidden_states, mask, kv_states=None, past_key=None, past_value=None):
-        context, key, value = self.self(hidden_states, mask, kv_states, past_key, past_value)
-        return self.output(context, hidden_states), key, value
+    def forward(self, hidden_states, mask, kv_states=None, past_key=None, past_value=None, kv_counts=None,
+                query_states=None):
+        context, key, value = self.self(hidden_states, mask, kv_states, past_key, past_value, kv_counts,
+                                        query_states)
+        return self.output(context, hidden_states if query_states is None else query_states), key, value
 
 
 class MedIntermediate(nn.Module):
@@ -322,10 +359,14 @@ class MedLayer(nn.Module):
         encoder_hidden_states: torch.Tensor | None,
         cross_mask: torch.Tensor | None,
         past: LayerCache | None,
+        kv_counts: tuple[int, ...] | None = None,
+        first_row_only: bool = False,
     ) -> tuple[torch.Tensor, LayerCache]:
+        """``first_row_only``: only row 0 ([CLS]) goes on after self-attention (which still reads every row)."""
         hidden_states, self_key, self_value = self.attention(
             hidden_states, self_mask, past_key=past.self_key if past else None,
             past_value=past.self_value if past else None,
+            query_states=hidden_states[:, :1] if first_row_only else None,
         )
         cross_key = cross_value = None
         if encoder_hidden_states is not None or (past is not None and past.cross_key is not None):
@@ -334,6 +375,7 @@ class MedLayer(nn.Module):
             hidden_states, cross_key, cross_value = self.crossattention(
                 hidden_states, cross_mask, kv_states=encoder_hidden_states,
                 past_key=past.cross_key if past else None, past_value=past.cross_value if past else None,
+                kv_counts=kv_counts,
             )
         hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
         return hidden_states, LayerCache(self_key, self_value, cross_key, cross_value)
@@ -426,6 +468,7 @@ class MedModel(nn.Module):
         past_key_values: list[LayerCache] | None = None,
         use_cache: bool = False,
         image_kv: "ImageKV | None" = None,
+        cls_only: bool = False,
     ) -> MedOutput:
         """Text-only when ``encoder_hidden_states`` is None, image-grounded otherwise.
 
@@ -434,11 +477,17 @@ class MedModel(nn.Module):
         fast path: no mask reaches the fused kernel). ``image_kv`` (from
         :meth:`image_key_values`) replaces ``encoder_hidden_states`` when many
         rows share few images: each image's cross-attention keys/values are
-        projected once instead of once per row (retrieval re-ranking).
+        projected once instead of once per row (retrieval re-ranking). ``cls_only``: the last layer
+        computes the [CLS] row alone (its self-attention still reads every token), for heads that read
+        nothing else (ITM); ``last_hidden_state`` is then (batch, 1, width).
         """
         past_length = past_key_values[0].self_key.shape[2] if past_key_values else 0
         if image_kv is not None and (encoder_hidden_states is not None or past_key_values):
             raise ValueError("give image_kv or encoder_hidden_states/past_key_values, not both")
+        if image_kv is not None and sum(image_kv.counts) != input_ids.shape[0]:
+            raise ValueError(f"image_kv counts cover {sum(image_kv.counts)} rows, the batch has {input_ids.shape[0]}")
+        if cls_only and (is_decoder or use_cache):
+            raise ValueError("cls_only is for the bidirectional encoder without a cache")
         hidden = self.embeddings(input_ids, past_length)
         query_len = input_ids.shape[1]
         if is_decoder:
@@ -447,30 +496,36 @@ class MedModel(nn.Module):
             self_mask = _padding_mask(attention_mask)
         cross_mask = _padding_mask(encoder_attention_mask)
         present: list[LayerCache] = []
+        last = len(self.encoder.layer) - 1
         for i, layer in enumerate(self.encoder.layer):
             past = past_key_values[i] if past_key_values else None
-            if image_kv is not None:  # per-image keys/values, gathered for this batch's rows one layer at a time
-                keys, values, rows = image_kv.keys[i], image_kv.values[i], image_kv.rows
-                past = LayerCache(None, None, keys[rows], values[rows])
-            hidden, cache = layer(hidden, self_mask, encoder_hidden_states, cross_mask, past)
+            if image_kv is not None:  # one key/value entry per image, attended by runs of rows
+                past = LayerCache(None, None, image_kv.keys[i], image_kv.values[i])
+            hidden, cache = layer(hidden, self_mask, encoder_hidden_states, cross_mask, past,
+                                  kv_counts=image_kv.counts if image_kv is not None else None,
+                                  first_row_only=cls_only and i == last)
             if use_cache:
                 present.append(cache)
         return MedOutput(hidden, present if use_cache else None)
 
 
     @torch.no_grad()
-    def image_key_values(self, image_embeds: torch.Tensor, rows: torch.Tensor) -> "ImageKV":
+    def image_key_values(self, image_embeds: torch.Tensor, counts: Sequence[int]) -> "ImageKV":
         """Cross-attention keys/values of ``image_embeds`` (n_images, tokens, width) for every layer.
 
-        ``rows`` (batch,) says which image each text row of the next forward attends to. Inference
+        ``counts[j]``: how many consecutive text rows of the next forward attend to image j. Inference
         only: the projections are the same ones ``encoder_hidden_states`` would go through.
         """
+        counts = tuple(int(c) for c in counts)
+        if len(counts) != image_embeds.shape[0] or min(counts, default=1) < 1:
+            raise ValueError(f"counts must give a positive row count for each of the {image_embeds.shape[0]} images, "
+                             f"got {counts}")
         keys, values = [], []
         for layer in self.encoder.layer:
             attention = layer.crossattention.self
             keys.append(attention._split_heads(attention.key(image_embeds)))
             values.append(attention._split_heads(attention.value(image_embeds)))
-        return ImageKV(keys, values, rows)
+        return ImageKV(keys, values, counts)
 
 
 class MedPredictionHeadTransform(nn.Module):

@@ -204,12 +204,12 @@ def itm_rerank(
         for start in tqdm(range(0, len(mine), batch_size), desc="ITM re-ranking", disable=not show):
             keys = mine_host[start:start + batch_size]
             image_index, text_index = keys // num_texts, keys % num_texts
-            images, rows = torch.unique_consecutive(image_index, return_inverse=True)
+            images, counts = torch.unique_consecutive(image_index, return_counts=True)
             used = max(int(last_column[text_index].max()) + 1, 1)
-            images, rows, text_index = (t.to(device, non_blocking=True) for t in (images, rows, text_index))
-            kv = model.text_encoder.image_key_values(features.image_embeds[images], rows)
+            images, text_index = (t.to(device, non_blocking=True) for t in (images, text_index))
+            kv = model.text_encoder.image_key_values(features.image_embeds[images], counts.tolist())
             ids, atts = enc_ids[text_index, :used], features.text_atts[text_index, :used]
-            output = model.text_encoder(ids, atts, image_kv=kv)
+            output = model.text_encoder(ids, atts, image_kv=kv, cls_only=True)
             local[start:start + len(keys)] = model.itm_head(output.last_hidden_state[:, 0, :])[:, 1].float()
     pair_scores = _gather_rows(local.to(sims.device), len(pairs))
     model.train(was_training)

@@ -12,6 +12,7 @@ from PIL import Image
 from data.retrieval_dataset import RetrievalDataError, RetrievalEvalDataset
 from data.transforms import build_image_transform
 from models import build_model
+from models.med import set_attention_impl
 from models.retrieval_eval import chance_recall, compute_features, evaluate_retrieval, recall_at_k
 from tests.blip_reference import blip_reference
 from tests.conftest import TEST_CAPTIONS, tiny_model_config
@@ -104,16 +105,24 @@ def test_flat_pairs_are_grouped_by_image_and_chance_is_exact(tmp_path):
     assert chance["txt_r1"] == pytest.approx(100 * 2 / 8) and chance["img_r1"] == pytest.approx(25.0)
 
 
-def test_image_key_values_reuse_equals_plain_cross_attention(model):
+@pytest.mark.parametrize("attn_impl", ["sdpa", "eager"])
+def test_image_key_values_reuse_equals_plain_cross_attention(model, attn_impl):
+    set_attention_impl(model, attn_impl)  # sdpa: rows of one image stacked into one query; eager: a copy per row
     images = torch.randn(3, 3, 32, 32)
     ids, atts = model.tokenize(TEST_CAPTIONS[:5])
     rows = torch.tensor([0, 0, 1, 2, 2])
     with torch.no_grad():
         embeds = model.encode_image(images)
         plain = model.text_encoder(ids, atts, encoder_hidden_states=embeds[rows]).last_hidden_state
-        kv = model.text_encoder.image_key_values(embeds, rows)
+        kv = model.text_encoder.image_key_values(embeds, [2, 1, 2])
         reused = model.text_encoder(ids, atts, image_kv=kv).last_hidden_state
+        cls = model.text_encoder(ids, atts, image_kv=kv, cls_only=True).last_hidden_state
     assert torch.allclose(plain, reused, atol=1e-6)
+    assert cls.shape == (5, 1, plain.shape[-1]) and torch.allclose(plain[:, :1], cls, atol=1e-6)
+    with pytest.raises(ValueError, match="counts cover 4 rows, the batch has 5"):
+        model.text_encoder(ids, atts, image_kv=model.text_encoder.image_key_values(embeds, [2, 1, 1]))
+    with pytest.raises(ValueError, match="positive row count for each of the 3 images"):
+        model.text_encoder.image_key_values(embeds, [2, 3])
 
 
 @pytest.mark.parametrize("problem, message", [
