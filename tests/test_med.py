@@ -29,6 +29,28 @@ def test_padding_does_not_change_real_tokens(attn_impl):
     assert torch.allclose(short, long[:, :6], atol=1e-5)
 
 
+@pytest.mark.parametrize("attn_impl", ["eager", "sdpa"])
+def test_cls_only_gives_the_cls_row_and_its_gradients(attn_impl):
+    # The ITM head reads [CLS] alone; the last layer may compute that row alone, padding included.
+    torch.manual_seed(0)
+    model = MedModel(tiny_config(), attn_impl)
+    ids = torch.randint(1, 50, (3, 6))
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
+    image = torch.randn(3, 5, 24)
+    grads = []
+    for cls_only in (False, True):
+        model.zero_grad()
+        out = model(ids, mask, encoder_hidden_states=image, cls_only=cls_only).last_hidden_state
+        assert out.shape == ((3, 1, 32) if cls_only else (3, 6, 32))
+        out[:, 0].pow(2).sum().backward()
+        grads.append((out[:, 0].detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (full, full_grads), (cls, cls_grads) = grads
+    assert torch.allclose(full, cls, atol=1e-6) and len(full_grads) == len(cls_grads)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(full_grads, cls_grads))
+    with pytest.raises(ValueError, match="cls_only is for the bidirectional encoder"):
+        model(ids, mask, encoder_hidden_states=image, cls_only=True, is_decoder=True)
+
+
 def test_decoder_is_causal_encoder_is_not():
     torch.manual_seed(0)
     lm = MedLMHeadModel(tiny_config()).eval()
