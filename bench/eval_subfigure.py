@@ -289,7 +289,8 @@ def render(figs: dict, cap: dict, timing: dict, args, pinned: str, seconds: floa
         "# Subfigure splitter benchmark",
         "",
         f"Command: `python bench/eval_subfigure.py --figures {args.figures} --seed {args.seed} --realistic {args.realistic} "
-        f"--blind {args.blind} --realistic2 {args.realistic2} --blind2 {args.blind2} --timing {args.timing}"
+        f"--blind {args.blind} --realistic2 {args.realistic2} --blind2 {args.blind2} --blind3 {args.blind3} "
+        f"--timing {args.timing}"
         + (f" --before {args.before}" if args.before else "") + "`  ",
         f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, shared with other sessions while measured "
         f"(load average {load} at the start), so wall times are inflated; timing {pinned}, 1 thread, and CPU time "
