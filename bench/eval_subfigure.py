@@ -62,8 +62,12 @@ from data.subfigure.labels import caption_accepts, caption_units, choose_labels 
 from data.subfigure.ocr import get_reader  # noqa: E402
 from data.subfigure.panels import detect_panels  # noqa: E402
 from data.subfigure.handmade import handmade_figures  # noqa: E402
-from data.subfigure.realistic import BLIND3_SEEDS, BLIND_SEEDS, DEV_SEEDS, make_realistic_figure  # noqa: E402
-from data.subfigure.realistic2 import BLIND2_SEEDS, BLIND3_2_SEEDS, DEV2_SEEDS, make_realistic2_figure  # noqa: E402
+from data.subfigure.realistic import (  # noqa: E402
+    BLIND3_SEEDS, BLIND4_SEEDS, BLIND_SEEDS, DEV_SEEDS, make_realistic_figure,
+)
+from data.subfigure.realistic2 import (  # noqa: E402
+    BLIND2_SEEDS, BLIND3_2_SEEDS, BLIND4_2_SEEDS, DEV2_SEEDS, make_realistic2_figure,
+)
 from data.subfigure.synthetic import make_figure  # noqa: E402
 from tests.subfigure_caption_blind import BLIND_CASES  # noqa: E402
 from tests.subfigure_caption_cases import CASES  # noqa: E402
@@ -289,7 +293,7 @@ def render(figs: dict, cap: dict, timing: dict, args, pinned: str, seconds: floa
         "# Subfigure splitter benchmark",
         "",
         f"Command: `python bench/eval_subfigure.py --figures {args.figures} --seed {args.seed} --realistic {args.realistic} "
-        f"--blind {args.blind} --realistic2 {args.realistic2} --blind2 {args.blind2} --blind3 {args.blind3} "
+        f"--blind {args.blind} --realistic2 {args.realistic2} --blind2 {args.blind2} --blind3 {args.blind3} --blind4 {args.blind4} "
         f"--timing {args.timing}"
         + (f" --before {args.before}" if args.before else "") + "`  ",
         f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, shared with other sessions while measured "
@@ -308,6 +312,9 @@ def render(figs: dict, cap: dict, timing: dict, args, pinned: str, seconds: floa
         f"* BLIND-3: fresh seeds of both families, {_seeds(BLIND3_SEEDS, args.blind3)} (realistic) and "
         f"{_seeds(BLIND3_2_SEEDS, args.blind3)} (family 2), fixed before the third round of tuning (2026-12-02), "
         "when the first two BLIND sets had been scored; scored by this script only.",
+        f"* BLIND-4: fresh seeds again, {_seeds(BLIND4_SEEDS, args.blind4)} (realistic) and "
+        f"{_seeds(BLIND4_2_SEEDS, args.blind4)} (family 2), fixed before the fourth round of tuning (2026-12-02), "
+        "when BLIND-3 had been scored once.",
         "* hand-placed: `data/subfigure/handmade.py`, 8 figures laid out by hand from real images shipped in packages "
         "(written with family 2, scored by this script only).",
         "",
@@ -397,6 +404,8 @@ def main() -> int:
     parser.add_argument("--blind2", type=int, default=100, help="family-2 BLIND figures (seeds 7000..); 0 skips them")
     parser.add_argument("--blind3", type=int, default=100,
                         help="BLIND-3 figures of each family (seeds 8000.. and 9000..), fixed before the third round; 0 skips")
+    parser.add_argument("--blind4", type=int, default=100,
+                        help="BLIND-4 figures of each family (seeds 10000.. and 11000..), fixed before the fourth round")
     parser.add_argument("--no_handmade", action="store_true", help="skip the 8 hand-placed figures")
     parser.add_argument("--timing", type=int, default=60, help="figures for the timing run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "subfigure.md"))
@@ -425,6 +434,10 @@ def main() -> int:
          _realistic_categories, args.blind3),
         ("family-2 BLIND-3", lambda: (make_realistic2_figure(s) for s in list(BLIND3_2_SEEDS)[: args.blind3]),
          _family2_categories, args.blind3),
+        ("realistic BLIND-4", lambda: (make_realistic_figure(s) for s in list(BLIND4_SEEDS)[: args.blind4]),
+         _realistic_categories, args.blind4),
+        ("family-2 BLIND-4", lambda: (make_realistic2_figure(s) for s in list(BLIND4_2_SEEDS)[: args.blind4]),
+         _family2_categories, args.blind4),
         ("hand-placed", handmade_figures, _handmade_categories, 0 if args.no_handmade else 8),
     ]
     figs = {}

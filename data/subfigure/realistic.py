@@ -45,13 +45,15 @@ from data.subfigure.synthetic import (
     _resize,
 )
 
-__all__ = ["RealisticFigure", "make_realistic_figure", "DEV_SEEDS", "BLIND_SEEDS", "BLIND3_SEEDS"]
+__all__ = ["RealisticFigure", "make_realistic_figure", "DEV_SEEDS", "BLIND_SEEDS", "BLIND3_SEEDS", "BLIND4_SEEDS"]
 
 Box = tuple[int, int, int, int]
 DEV_SEEDS = range(0, 200)
 BLIND_SEEDS = range(5000, 5100)
 # Fixed before the third round of tuning (2026-12-02), after BLIND_SEEDS had been scored twice.
 BLIND3_SEEDS = range(8000, 8100)
+# Fixed before the fourth round (2026-12-02), after BLIND3_SEEDS had been scored once.
+BLIND4_SEEDS = range(10000, 10100)
 
 
 @dataclass

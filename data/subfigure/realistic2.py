@@ -65,13 +65,15 @@ from data.subfigure.synthetic import (
     _ultrasound,
 )
 
-__all__ = ["make_realistic2_figure", "DEV2_SEEDS", "BLIND2_SEEDS", "BLIND3_2_SEEDS", "FAMILIES"]
+__all__ = ["make_realistic2_figure", "DEV2_SEEDS", "BLIND2_SEEDS", "BLIND3_2_SEEDS", "BLIND4_2_SEEDS", "FAMILIES"]
 
 Box = tuple[int, int, int, int]
 DEV2_SEEDS = range(6000, 6200)
 BLIND2_SEEDS = range(7000, 7100)
 # Fixed before the third round of tuning (2026-12-02), after BLIND2_SEEDS had been scored.
 BLIND3_2_SEEDS = range(9000, 9100)
+# Fixed before the fourth round (2026-12-02), after BLIND3_2_SEEDS had been scored once.
+BLIND4_2_SEEDS = range(11000, 11100)
 FAMILIES = ("micro grid", "chart grid", "radiology", "mixed", "screenshots", "blot and chart")
 _FAMILY_WEIGHTS = (0.2, 0.2, 0.15, 0.25, 0.1, 0.1)
 _LABEL_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneralBol.ttf", "DejaVuSans.ttf")
