@@ -467,6 +467,15 @@ CASES += [
          caption="(a) Overview. (b1\u2013b3) Details of the boxed areas. (c) Quantification.",
          expected=E("", [("a", "Overview."), ("b", "Details of the boxed areas."), ("c", "Quantification.")]),
          sublabels={"b": ["b1", "b2", "b3"]}),
+    # Sub-labels named inside a panel's own text: the panel has those sub-panels (round 3 of issue 11).
+    dict(split="dev11", tags=["sublabels", "mention"],
+         caption="(a) Overview. (b) Serial sections of the lesion (b1\u2013b4). (c) Quantification.",
+         expected=E("", [("a", "Overview."), ("b", "Serial sections of the lesion."), ("c", "Quantification.")]),
+         sublabels={"b": ["b1", "b2", "b3", "b4"]}),
+    dict(split="dev11", tags=["sublabels", "mention", "bare"],
+         caption="A Chest radiograph. B CT slices (B1, B2: arterial and venous phase). C Histology.",
+         expected=E("", [("A", "Chest radiograph."), ("B", "CT slices."), ("C", "Histology.")]),
+         sublabels={"B": ["B1", "B2"]}),
     # false-positive guard
     dict(split="dev11", tags=["none", "genes"], caption="Expression of cyclin D1 and CDK6 in the cell lines.", expected=[]),
     dict(split="dev11", tags=["none", "vitamin"], caption="Vitamin A and vitamin D levels in the two groups.", expected=[]),

@@ -535,6 +535,12 @@ def split_caption_detailed(text: str) -> list[Subcaption]:
                 segment = f"{half.group(1)} {remainder}"
         give(waiting + mk.labels, segment)
         waiting = []
+    # Sub-labels named inside a panel's text, "(b) serial sections (b1-b4)": the panel has those sub-panels.
+    for mk in markers:
+        for label in mk.labels if not mk.leading else ():
+            key = top.get(label.lower(), label).lower()
+            if key != label.lower() and key in own and label not in subs.setdefault(key, []):
+                subs[key].append(label)
     lead = _join([_tidy(p) for p in lead_parts])
     keys = sorted(own, key=lambda k: _rank(display[k], scheme))
     if len(keys) < 2:
