@@ -210,6 +210,7 @@ def _read(*labels):
     (("A", None, "C"), "ABCD", BOXES3, [None, "B", None]),  # the inner gap fits; "D" has no panel left
     ((None, None, None), "ABC", BOXES3, [None, None, None]),  # nothing read, nothing to anchor
     (("A", None, "X"), "ABC", BOXES3, [None, None, None]),  # a read label the caption does not list
+    ((None, "B", "X", None), "ABCD", GRID, ["A", None, None, None]),  # ... fills nothing in its own stretch
     (("A", None, "B", "D"), "ABCD", GRID, [None, "C", None, None]),  # read by columns: A B / C D is A C / B D
 ])
 def test_unread_labels_follow_from_the_sequence_of_read_ones(read, units, boxes, expected):

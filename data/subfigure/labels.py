@@ -192,27 +192,33 @@ def infer_missing_labels(
 
     In the reading order (row-major, else column-major) in which the read labels run through the caption's
     labels in order, a stretch of k unread panels between two read labels (or before the first, after the
-    last) whose caption labels leave exactly k labels missing there gets those labels, in order. Nothing is
-    inferred when a read label is not one the caption lists per panel, when no order explains the read
-    labels, when the counts differ (a legend or a colour bar kept as a panel breaks the count), or when
-    more labels would be inferred than were read.
+    last) whose caption labels leave exactly k labels missing there gets those labels, in order. A read
+    label that is not one the caption lists per panel ("f" where it lists f1-f4) anchors nothing and its
+    stretch gets nothing. Nothing is inferred when no order explains the read labels, when the counts
+    differ (a legend or a colour bar kept as a panel breaks the count), or when more labels would be
+    inferred than were read.
     """
     spelled = panel_units(units)
     lowered = [u.lower() for u in spelled]
     read = [c.label.lower() if c is not None else None for c in chosen]
-    if all(r is None for r in read) or any(r is not None and r not in lowered for r in read):
+    # A read label that is not a per-panel caption label ("f" where the caption lists f1-f4) anchors
+    # nothing, and the stretch it sits in is left alone.
+    stray = [r is not None and r not in lowered for r in read]
+    if all(r is None or s for r, s in zip(read, stray)):
         return [None] * len(chosen)
     fills = []
     for order in (list(range(len(boxes))), reading_order(list(boxes), by_columns=True)):
-        anchors = [(position, lowered.index(read[i])) for position, i in enumerate(order) if read[i] is not None]
+        anchors = [(position, lowered.index(read[i])) for position, i in enumerate(order)
+                   if read[i] is not None and not stray[i]]
         if any(a[1] >= b[1] for a, b in zip(anchors, anchors[1:])):
             continue  # the read labels do not run in this order
         inferred: list[str | None] = [None] * len(chosen)
         bounds = [(-1, -1)] + anchors + [(len(order), len(lowered))]
         for (p0, u0), (p1, u1) in zip(bounds, bounds[1:]):
-            if p1 - p0 > 1 and p1 - p0 == u1 - u0:
-                for step in range(1, p1 - p0):
-                    inferred[order[p0 + step]] = spelled[u0 + step]
+            between = [order[p] for p in range(p0 + 1, p1)]
+            if between and p1 - p0 == u1 - u0 and not any(stray[i] for i in between):
+                for step, i in enumerate(between, start=1):
+                    inferred[i] = spelled[u0 + step]
         fills.append(inferred)
     # Both orders explain the read labels (one row, or too few read): the one that accounts for more
     # panels wins; two that infer as many but differ leave the question open.
@@ -222,6 +228,6 @@ def infer_missing_labels(
         return [None] * len(chosen)
     # More inferred than read: one stray reading (a letter in a figure that prints no labels) would label
     # every panel.
-    if sum(x is not None for x in fills[0]) > sum(r is not None for r in read):
+    if sum(x is not None for x in fills[0]) > sum(r is not None and not s for r, s in zip(read, stray)):
         return [None] * len(chosen)
     return fills[0]
