@@ -272,8 +272,7 @@ class BlipBase(nn.Module):
         images = torch.cat([image_embeds, cand_images[neg_image], image_embeds], dim=0)
         ids = torch.cat([enc_ids, enc_ids, cand_ids[neg_text]], dim=0)
         atts = torch.cat([text_atts, text_atts, cand_atts[neg_text]], dim=0)
-        # The head reads [CLS] only: the last layer computes that row alone (same loss and gradients).
-        output = self.text_encoder(ids, atts, encoder_hidden_states=images, cls_only=True)
+        output = self.text_encoder(ids, atts, encoder_hidden_states=images)
         logits = self.itm_head(output.last_hidden_state[:, 0, :])
         return itm_loss(logits, valid_image, valid_text)
 
