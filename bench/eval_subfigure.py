@@ -422,22 +422,20 @@ def main() -> int:
     plan = [
         ("synthetic", lambda: (make_figure(s) for s in range(args.seed, args.seed + args.figures)), _synthetic_categories,
          args.figures),
-        ("realistic dev", lambda: (make_realistic_figure(s) for s in list(DEV_SEEDS)[: args.realistic]),
-         _realistic_categories, args.realistic),
-        ("realistic BLIND", lambda: (make_realistic_figure(s) for s in list(BLIND_SEEDS)[: args.blind]),
-         _realistic_categories, args.blind),
-        ("family-2 dev", lambda: (make_realistic2_figure(s) for s in list(DEV2_SEEDS)[: args.realistic2]),
-         _family2_categories, args.realistic2),
-        ("family-2 BLIND", lambda: (make_realistic2_figure(s) for s in list(BLIND2_SEEDS)[: args.blind2]),
-         _family2_categories, args.blind2),
-        ("realistic BLIND-3", lambda: (make_realistic_figure(s) for s in list(BLIND3_SEEDS)[: args.blind3]),
-         _realistic_categories, args.blind3),
-        ("family-2 BLIND-3", lambda: (make_realistic2_figure(s) for s in list(BLIND3_2_SEEDS)[: args.blind3]),
-         _family2_categories, args.blind3),
-        ("realistic BLIND-4", lambda: (make_realistic_figure(s) for s in list(BLIND4_SEEDS)[: args.blind4]),
-         _realistic_categories, args.blind4),
-        ("family-2 BLIND-4", lambda: (make_realistic2_figure(s) for s in list(BLIND4_2_SEEDS)[: args.blind4]),
-         _family2_categories, args.blind4),
+    ] + [
+        # The realistic sets: a generator, its seeds, how many of them.
+        (name, lambda make=make, seeds=seeds, n=n: (make(s) for s in list(seeds)[:n]), categories, n)
+        for name, make, seeds, categories, n in (
+            ("realistic dev", make_realistic_figure, DEV_SEEDS, _realistic_categories, args.realistic),
+            ("realistic BLIND", make_realistic_figure, BLIND_SEEDS, _realistic_categories, args.blind),
+            ("family-2 dev", make_realistic2_figure, DEV2_SEEDS, _family2_categories, args.realistic2),
+            ("family-2 BLIND", make_realistic2_figure, BLIND2_SEEDS, _family2_categories, args.blind2),
+            ("realistic BLIND-3", make_realistic_figure, BLIND3_SEEDS, _realistic_categories, args.blind3),
+            ("family-2 BLIND-3", make_realistic2_figure, BLIND3_2_SEEDS, _family2_categories, args.blind3),
+            ("realistic BLIND-4", make_realistic_figure, BLIND4_SEEDS, _realistic_categories, args.blind4),
+            ("family-2 BLIND-4", make_realistic2_figure, BLIND4_2_SEEDS, _family2_categories, args.blind4),
+        )
+    ] + [
         ("hand-placed", handmade_figures, _handmade_categories, 0 if args.no_handmade else 8),
     ]
     figs = {}
