@@ -31,7 +31,7 @@ test: $(STAMP)
 DEMO_RANKS ?= $(shell $(PYTHON) -c "import os; print(2 if (os.cpu_count() or 1) >= 2 else 1)")
 DEMO_BATCH = $(shell expr 48 / $(DEMO_RANKS))
 PRETRAIN_EPOCHS ?= 4
-FINETUNE_EPOCHS ?= 1
+FINETUNE_EPOCHS ?= 2
 FINETUNE_LR ?= 2e-4
 OUT ?= output
 TORCHRUN = $(PY) -m torch.distributed.run --standalone --nproc_per_node=$(DEMO_RANKS)
