@@ -29,6 +29,7 @@ def _run(args, timeout=3600):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # about 13 minutes on 2 cores; the suite's default is 600 s
 def test_demo_learns_retrieval_well_above_chance(tmp_path):
     if not (PHANTOM / "retrieval_test.json").exists():
         _run(["-m", "data.phantom", "--out", str(PHANTOM), "--quiet"])
