@@ -30,9 +30,8 @@ test: $(STAMP)
 # on 2 cores; README, "What make demo does").
 DEMO_RANKS ?= $(shell $(PYTHON) -c "import os; print(2 if (os.cpu_count() or 1) >= 2 else 1)")
 DEMO_BATCH = $(shell expr 48 / $(DEMO_RANKS))
-PRETRAIN_EPOCHS ?= 4
-FINETUNE_EPOCHS ?= 2
-FINETUNE_LR ?= 2e-4
+PRETRAIN_ARGS ?=
+FINETUNE_ARGS ?=
 OUT ?= output
 TORCHRUN = $(PY) -m torch.distributed.run --standalone --nproc_per_node=$(DEMO_RANKS)
 PRETRAINED = $(OUT)/pretrain_demo/checkpoint_last.pth
@@ -40,11 +39,11 @@ PRETRAINED = $(OUT)/pretrain_demo/checkpoint_last.pth
 demo: $(STAMP)
 	$(PY) -m data.phantom --out data/phantom_data --quiet
 	$(TORCHRUN) pretrain.py --config configs/pretrain_demo.yaml --resume output_dir=$(OUT)/pretrain_demo \
-		batch_size=$(DEMO_BATCH) max_epoch=$(PRETRAIN_EPOCHS)
+		batch_size=$(DEMO_BATCH) $(PRETRAIN_ARGS)
 	$(TORCHRUN) train_retrieval.py --config configs/retrieval_demo.yaml --evaluate output_dir=$(OUT)/zero_shot_demo \
 		val_file=null pretrained=$(PRETRAINED)
 	$(TORCHRUN) train_retrieval.py --config configs/retrieval_demo.yaml --resume output_dir=$(OUT)/retrieval_demo \
-		pretrained=$(PRETRAINED) batch_size_train=$(DEMO_BATCH) max_epoch=$(FINETUNE_EPOCHS) init_lr=$(FINETUNE_LR)
+		pretrained=$(PRETRAINED) batch_size_train=$(DEMO_BATCH) $(FINETUNE_ARGS)
 	$(PY) -m tasks.demo_report --zero_shot $(OUT)/zero_shot_demo/evaluate.json \
 		--fine_tuned $(OUT)/retrieval_demo/results.json
 	$(PY) vis.py --checkpoint $(PRETRAINED) --json data/phantom_data/retrieval_test.json \
@@ -54,7 +53,7 @@ demo: $(STAMP)
 	@echo "Attention maps: $(OUT)/vis_demo/index.html (figures, .npy maps); localisation: $(OUT)/vis_demo/scores.json"
 
 demo-long:
-	$(MAKE) demo PRETRAIN_EPOCHS=20 FINETUNE_EPOCHS=6 FINETUNE_LR=1e-4 OUT=output/long
+	$(MAKE) demo PRETRAIN_ARGS=max_epoch=20 FINETUNE_ARGS="max_epoch=6 init_lr=1e-4" OUT=output/long
 
 clean-venv:
 	rm -rf $(VENV)
